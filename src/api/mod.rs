@@ -1,0 +1,21 @@
+//! HTTP resources. Each module owns its request/response types and exposes `router()`.
+
+pub mod balance;
+pub mod health;
+pub mod products;
+pub mod users;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serializer;
+
+/// Serialize timestamps as RFC 3339 UTC with a `Z` (SPEC §1).
+pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}

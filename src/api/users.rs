@@ -1,0 +1,102 @@
+//! Members: sign-up (token shown once) and profile.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::app::AppState;
+use crate::auth::{Principal, generate_token, hash_token};
+use crate::domain::text::required_text;
+use crate::error::{AppError, AppResult, ErrorBody};
+use crate::extract::{JsonBody, ValidPath};
+use crate::store::{self, users};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_user))
+        .routes(routes!(get_user))
+}
+
+pub const MAX_NAME_CHARS: usize = 100;
+
+#[derive(Deserialize, ToSchema)]
+pub struct CreateUserRequest {
+    #[schema(example = "Kim Minji")]
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCreated {
+    pub id: i64,
+    pub name: String,
+    /// Bearer token: shown once, stored only as a hash.
+    pub token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    #[serde(serialize_with = "crate::api::rfc3339")]
+    pub created_at: DateTime<Utc>,
+}
+
+/// Sign up a member; the response carries the member's token, shown only this once.
+#[utoipa::path(post, path = "/users", tag = "members", request_body = CreateUserRequest,
+    responses((status = 201, body = UserCreated), (status = 400, body = ErrorBody)))]
+async fn create_user(
+    State(state): State<AppState>,
+    body: JsonBody<CreateUserRequest>,
+) -> AppResult<(StatusCode, axum::Json<UserCreated>)> {
+    let created = create_member(&state, &body.value.name).await?;
+    Ok((StatusCode::CREATED, axum::Json(created)))
+}
+
+/// Create a member and return its one-time token (also used by `shopd seed-demo`).
+pub async fn create_member(state: &AppState, name: &str) -> AppResult<UserCreated> {
+    let name = required_text("name", name, MAX_NAME_CHARS)?;
+    let token = generate_token("shp_");
+    let token_hash = hash_token(&token);
+    let mut tx = state.db.begin().await?;
+    let user = users::create_user(
+        &mut tx,
+        users::CreateUser {
+            name: &name,
+            token_hash: &token_hash,
+            now: store::now(),
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(UserCreated {
+        id: user.id,
+        name: user.name,
+        token,
+    })
+}
+
+/// A member's profile (the member or an admin).
+#[utoipa::path(get, path = "/users/{userId}", tag = "members", security(("bearer" = [])),
+    params(("userId" = i64, Path)),
+    responses((status = 200, body = User), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_user(
+    State(state): State<AppState>,
+    caller: Principal,
+    ValidPath(user_id): ValidPath<i64>,
+) -> AppResult<axum::Json<User>> {
+    caller.authorize_user(user_id)?;
+    let mut conn = state.db.read().await?;
+    let user = users::find_user(&mut conn, user_id)
+        .await?
+        .ok_or_else(|| AppError::user_not_found(user_id))?;
+    Ok(axum::Json(User {
+        id: user.id,
+        name: user.name,
+        created_at: user.created_at,
+    }))
+}

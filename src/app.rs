@@ -1,0 +1,270 @@
+//! Application assembly: state, router, middleware, background workers, graceful shutdown.
+//!
+//! `Application::build()` → `port()` → `run_until_stopped()`: tests start the real app on
+//! port 0 exactly as `shopd serve` does.
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::api;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::domain::money::BalanceLimits;
+use crate::error::AppError;
+use crate::workers;
+
+/// Everything a handler needs. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    pub settings: Arc<Settings>,
+    pub limits: BalanceLimits,
+    /// SHA-256 hashes of the accepted admin tokens.
+    pub admin_token_hashes: Arc<[String]>,
+}
+
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    generated_admin_token: Option<String>,
+    shutdown: CancellationToken,
+}
+
+impl Application {
+    /// Connect, migrate, make sure an admin token exists, and bind the listener.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let db = Db::connect(
+            &settings.database.database_url,
+            &settings.database.db_options(),
+        )
+        .await?;
+        db.migrate().await?;
+        Self::build_with_db(settings, db).await
+    }
+
+    /// Like [`Application::build`] on an already connected and migrated database.
+    pub async fn build_with_db(settings: Settings, db: Db) -> anyhow::Result<Self> {
+        let (admin_token_hashes, generated_admin_token) =
+            crate::auth::ensure_admin_tokens(&db, &settings.admin_token).await?;
+        let listener = TcpListener::bind(&settings.listen).await?;
+        let state = AppState {
+            db,
+            limits: settings.balance_limits(),
+            settings: Arc::new(settings),
+            admin_token_hashes: admin_token_hashes.into(),
+        };
+        let router = router(state.clone());
+        Ok(Self {
+            listener,
+            router,
+            state,
+            generated_admin_token,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    /// The admin token generated on this start (first start of an embedded database only).
+    pub fn generated_admin_token(&self) -> Option<&str> {
+        self.generated_admin_token.as_deref()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Cancel this token to stop the server as SIGTERM would.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Serve until SIGTERM / Ctrl-C (or the shutdown token): stop accepting, finish in-flight
+    /// requests, then stop the background workers.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let workers = workers::spawn(self.state.clone(), shutdown.clone());
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .await?;
+        shutdown.cancel();
+        workers.join().await;
+        self.state.db.close().await;
+        Ok(())
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = terminate => tracing::info!("SIGTERM: shutting down"),
+        _ = shutdown.cancelled() => {}
+    }
+    shutdown.cancel();
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "shopd",
+        description = "Commerce order and payment service: prepaid balance, products, coupons, orders.",
+        license(name = "MIT")
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "members", description = "Sign-up and members"),
+        (name = "balance", description = "Prepaid balance and its ledger"),
+        (name = "products", description = "Catalogue and stock"),
+        (name = "operations", description = "Health and readiness"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The API routes and their OpenAPI document.
+pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(api::health::router())
+        .merge(api::users::router())
+        .merge(api::balance::router())
+        .merge(api::products::router())
+        .split_for_parts()
+}
+
+/// The OpenAPI document served at `/openapi.json`.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().1
+}
+
+/// The complete HTTP application for `state`.
+pub fn router(state: AppState) -> Router {
+    let (api, openapi) = api_router();
+    let settings = state.settings.clone();
+    api.route("/metrics", axum::routing::get(render_metrics))
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .fallback(|| async { AppError::RouteNotFound })
+        .layer(middleware::from_fn_with_state(settings.request_timeout, enforce_timeout))
+        .layer(middleware::from_fn(track_metrics))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    tracing::info_span!("request", method = %req.method(), uri = %req.uri(), request_id = %id)
+                }))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(|_panic| {
+                    AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
+                })),
+        )
+        .with_state(state)
+}
+
+/// Answer `503 REQUEST_TIMEOUT` when a request outlives the configured timeout; dropping the
+/// handler rolls back its open transaction.
+async fn enforce_timeout(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => AppError::Timeout.into_response(),
+    }
+}
+
+async fn track_metrics(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let labels = [
+        ("method", method),
+        ("route", route),
+        ("status", response.status().as_u16().to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(start.elapsed().as_secs_f64());
+    response
+}
+
+/// The process-wide Prometheus recorder (installed once, shared by every app in the process).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets(&buckets) {
+            Ok(b) => b,
+            Err(_) => PrometheusBuilder::new(),
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; metrics then go there.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+async fn render_metrics() -> impl IntoResponse {
+    let handle = prometheus();
+    handle.run_upkeep();
+    (
+        StatusCode::OK,
+        [("content-type", "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}

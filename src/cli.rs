@@ -1,0 +1,114 @@
+//! Command line: `serve`, `migrate`, `seed-demo`.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::app::Application;
+use crate::config::{DatabaseSettings, LogFormat, Settings};
+use crate::db::Db;
+
+#[derive(Parser, Debug)]
+#[command(name = "shopd", version, about = "Commerce order and payment service")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (migrations run on start).
+    Serve(Box<Settings>),
+    /// Apply database migrations and exit.
+    Migrate(DatabaseSettings),
+    /// Fill a demo catalogue and members, printing their tokens.
+    SeedDemo(DatabaseSettings),
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(settings) => serve(*settings).await,
+        Command::Migrate(db) => {
+            init_logging(LogFormat::Text);
+            let db = connect(&db).await?;
+            db.migrate().await?;
+            println!("migrations applied");
+            db.close().await;
+            Ok(())
+        }
+        Command::SeedDemo(db) => {
+            init_logging(LogFormat::Text);
+            let db = connect(&db).await?;
+            db.migrate().await?;
+            let report = crate::seed::seed_demo(&db).await?;
+            print!("{report}");
+            db.close().await;
+            Ok(())
+        }
+    }
+}
+
+async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    Db::connect(&settings.database_url, &settings.db_options()).await
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    init_logging(settings.log_format);
+    let app = Application::build(settings.clone()).await?;
+    if let Some(token) = app.generated_admin_token() {
+        println!("Admin token (shown once, stored hashed; keep it): {token}");
+    }
+    if settings.data_platform_url.is_none() {
+        tracing::warn!("no --data-platform-url: paid-order events will stay PENDING in the outbox");
+    }
+    tracing::info!(port = app.port(), database = %redact(&settings.database.database_url), "shopd listening");
+    app.run_until_stopped().await
+}
+
+/// Hide a password in a database URL before logging it.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***{}", &url[..scheme], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+pub fn init_logging(format: LogFormat) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Ignore "already set" (tests may build several apps in one process).
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://shopd.db"), "sqlite://shopd.db");
+    }
+
+    #[test]
+    fn cli_parses_settings_with_defaults() {
+        let cli = Cli::try_parse_from(["shopd", "serve", "--reservation-ttl", "30s"]).unwrap();
+        let Command::Serve(s) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(s.reservation_ttl, std::time::Duration::from_secs(30));
+        assert_eq!(s.max_balance, 10_000_000);
+        assert!(Cli::try_parse_from(["shopd", "serve", "--max-charge", "0"]).is_err());
+        assert!(Cli::try_parse_from(["shopd", "serve", "--reservation-ttl", "soon"]).is_err());
+    }
+}

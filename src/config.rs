@@ -1,0 +1,131 @@
+//! Settings of SPEC §12: every flag has a `SHOPD_*` environment variable.
+
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+use crate::db::DbOptions;
+use crate::domain::money::BalanceLimits;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the database is and how to pool it (shared by every subcommand).
+#[derive(Args, Clone, Debug)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
+    #[arg(long, env = "SHOPD_DATABASE_URL", default_value = "sqlite://shopd.db")]
+    pub database_url: String,
+    /// Maximum pooled connections (SQLite: readers; writes always use one connection).
+    #[arg(long, env = "SHOPD_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+    /// SQLite only: trade durability for speed (`synchronous=NORMAL`: a power loss may lose
+    /// the last commits, never corrupt). Default is durable (`synchronous=FULL`).
+    #[arg(long, env = "SHOPD_SQLITE_RELAXED_DURABILITY", default_value_t = false)]
+    pub sqlite_relaxed_durability: bool,
+}
+
+impl DatabaseSettings {
+    pub fn with_url(url: impl Into<String>) -> Self {
+        Self {
+            database_url: url.into(),
+            db_max_connections: 16,
+            sqlite_relaxed_durability: false,
+        }
+    }
+
+    pub fn db_options(&self) -> DbOptions {
+        DbOptions {
+            max_connections: self.db_max_connections,
+            sqlite_durable: !self.sqlite_relaxed_durability,
+            ..DbOptions::default()
+        }
+    }
+}
+
+/// Settings of `shopd serve`.
+#[derive(Args, Clone, Debug)]
+pub struct Settings {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "SHOPD_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+
+    /// Admin bearer token(s), comma-separated. Unset: one is generated on first start,
+    /// stored hashed, and printed once.
+    #[arg(long, env = "SHOPD_ADMIN_TOKEN", value_delimiter = ',')]
+    pub admin_token: Vec<String>,
+
+    /// Where paid-order events are delivered. Unset: events stay PENDING (warned at start).
+    #[arg(long, env = "SHOPD_DATA_PLATFORM_URL")]
+    pub data_platform_url: Option<String>,
+
+    /// HMAC-SHA256 secret for `shopd-signature`. Unset: events are sent unsigned.
+    #[arg(long, env = "SHOPD_DATA_PLATFORM_SECRET")]
+    pub data_platform_secret: Option<String>,
+
+    /// How long an unpaid order holds its stock and coupon.
+    #[arg(long, env = "SHOPD_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    pub reservation_ttl: Duration,
+
+    /// Largest balance a member may hold (minor units).
+    #[arg(long, env = "SHOPD_MAX_BALANCE", default_value_t = 10_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_balance: i64,
+
+    /// Largest single charge (minor units).
+    #[arg(long, env = "SHOPD_MAX_CHARGE", default_value_t = 1_000_000, value_parser = clap::value_parser!(i64).range(1..))]
+    pub max_charge: i64,
+
+    /// How often the best-seller aggregation runs.
+    #[arg(long, env = "SHOPD_RANKING_INTERVAL", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub ranking_interval: Duration,
+
+    /// Log format.
+    #[arg(long, env = "SHOPD_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Largest accepted request body in bytes (larger: 413 PAYLOAD_TOO_LARGE).
+    #[arg(long, env = "SHOPD_BODY_LIMIT", default_value_t = 64 * 1024)]
+    pub body_limit: usize,
+
+    /// Requests running longer are answered 503 REQUEST_TIMEOUT and rolled back.
+    #[arg(long, env = "SHOPD_REQUEST_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub request_timeout: Duration,
+
+    /// How often the expiry sweeper and the idempotency-key janitor run.
+    #[arg(long, env = "SHOPD_SWEEP_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub sweep_interval: Duration,
+}
+
+impl Settings {
+    /// Defaults for a database URL, as if no flag were given (used by tests and tools).
+    pub fn for_database(url: impl Into<String>) -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            database: DatabaseSettings::with_url(url),
+            admin_token: Vec::new(),
+            data_platform_url: None,
+            data_platform_secret: None,
+            reservation_ttl: Duration::from_secs(15 * 60),
+            max_balance: 10_000_000,
+            max_charge: 1_000_000,
+            ranking_interval: Duration::from_secs(60),
+            log_format: LogFormat::Text,
+            body_limit: 64 * 1024,
+            request_timeout: Duration::from_secs(30),
+            sweep_interval: Duration::from_secs(5),
+        }
+    }
+
+    pub fn balance_limits(&self) -> BalanceLimits {
+        BalanceLimits {
+            max_balance: self.max_balance,
+            max_charge: self.max_charge,
+        }
+    }
+}

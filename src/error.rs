@@ -1,0 +1,182 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Every rejection is an [`AppError`] with a stable machine-readable `code` (SPEC §8). Handlers
+//! and business commands return `Result<_, AppError>`; unexpected failures are logged with
+//! their cause and answered `500 INTERNAL_SERVER_ERROR` without internals.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::{Value, json};
+use utoipa::ToSchema;
+
+/// Error body: `{"code", "message", "details"}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable machine-readable code, e.g. `PRODUCT_OUT_OF_STOCK`.
+    #[schema(example = "VALIDATION_ERROR")]
+    pub code: &'static str,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Structured context (the offending field, product ids, the order id...).
+    #[schema(value_type = Object)]
+    pub details: Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    Validation { message: String, details: Value },
+    #[error("request body too large")]
+    PayloadTooLarge { limit: usize },
+    #[error("missing or unknown token")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{what} not found")]
+    NotFound {
+        code: &'static str,
+        what: &'static str,
+        id: i64,
+    },
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("{message}")]
+    BadRequest {
+        code: &'static str,
+        message: String,
+        details: Value,
+    },
+    #[error("insufficient balance")]
+    InsufficientBalance { details: Value },
+    #[error("idempotency key reused with a different request")]
+    IdempotencyKeyReused,
+    #[error("a request with this idempotency key is still running")]
+    IdempotencyInProgress,
+    #[error("request timed out")]
+    Timeout,
+    #[error("internal error: {0}")]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for AppError {
+    fn from(err: sqlx::Error) -> Self {
+        AppError::Internal(anyhow::Error::new(err).context("database"))
+    }
+}
+
+impl AppError {
+    /// A `VALIDATION_ERROR` naming the offending field.
+    pub fn validation(field: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        AppError::Validation {
+            details: json!({ "field": field, "reason": message }),
+            message: format!("{field}: {message}"),
+        }
+    }
+
+    /// A `409` with a stable code.
+    pub fn conflict(code: &'static str, message: impl Into<String>, details: Value) -> Self {
+        AppError::Conflict {
+            code,
+            message: message.into(),
+            details,
+        }
+    }
+
+    /// A `400` with a stable code other than `VALIDATION_ERROR`.
+    pub fn bad_request(code: &'static str, message: impl Into<String>, details: Value) -> Self {
+        AppError::BadRequest {
+            code,
+            message: message.into(),
+            details,
+        }
+    }
+
+    pub fn user_not_found(id: i64) -> Self {
+        AppError::NotFound {
+            code: "USER_NOT_FOUND",
+            what: "user",
+            id,
+        }
+    }
+
+    pub fn product_not_found(id: i64) -> Self {
+        AppError::NotFound {
+            code: "PRODUCT_NOT_FOUND",
+            what: "product",
+            id,
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            AppError::Validation { .. } | AppError::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            AppError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            AppError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden(_) => StatusCode::FORBIDDEN,
+            AppError::NotFound { .. } | AppError::RouteNotFound => StatusCode::NOT_FOUND,
+            AppError::Conflict { .. } | AppError::IdempotencyInProgress => StatusCode::CONFLICT,
+            AppError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
+            AppError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::Validation { .. } => "VALIDATION_ERROR",
+            AppError::PayloadTooLarge { .. } => "PAYLOAD_TOO_LARGE",
+            AppError::Unauthorized => "UNAUTHORIZED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound { code, .. } => code,
+            AppError::RouteNotFound => "NOT_FOUND",
+            AppError::Conflict { code, .. } | AppError::BadRequest { code, .. } => code,
+            AppError::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
+            AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
+            AppError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
+            AppError::Timeout => "REQUEST_TIMEOUT",
+            AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
+            AppError::Validation { details, .. }
+            | AppError::Conflict { details, .. }
+            | AppError::BadRequest { details, .. }
+            | AppError::InsufficientBalance { details } => details.clone(),
+            AppError::PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
+            AppError::NotFound { id, .. } => json!({ "id": id }),
+            _ => json!({}),
+        };
+        let message = match self {
+            // Never leak internals.
+            AppError::Internal(_) => "internal server error".to_string(),
+            other => other.to_string(),
+        };
+        ErrorBody {
+            code: self.code(),
+            message,
+            details,
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        if let AppError::Internal(err) = &self {
+            tracing::error!(error = ?err, "request failed");
+        }
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}
+
+pub type AppResult<T> = Result<T, AppError>;

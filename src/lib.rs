@@ -1,0 +1,25 @@
+//! shopd: a commerce order and payment service.
+//!
+//! Layout (see `docs/architecture.md`):
+//! - [`api`]: HTTP resources (routers, request/response types, OpenAPI annotations)
+//! - [`domain`]: pure business rules, parsed at the edge
+//! - [`store`]: business commands and queries, one code path for SQLite and PostgreSQL
+//! - [`db`]: pools, transactions, the dialect-neutral statement macros, migrations
+//! - [`idempotency`], [`auth`], [`extract`], [`error`]: cross-cutting HTTP mechanisms
+//! - [`app`], [`workers`], [`cli`], [`config`]: assembly and operations
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod error;
+pub mod extract;
+pub mod idempotency;
+pub mod seed;
+pub mod store;
+pub mod workers;
+
+pub use app::{AppState, Application};

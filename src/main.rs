@@ -1,0 +1,22 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = shopd::cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("shopd: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(shopd::cli::run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("shopd: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Prepaid balance: charges and the ledger. The balance column and its ledger row always
+//! change in the same transaction (SPEC §9.2).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::db::{Handle, Tx};
+use crate::domain::money::{ChargeAmount, LedgerKind};
+use crate::domain::pagination::Page;
+use crate::error::{AppError, AppResult};
+use crate::{sql_all, sql_execute, sql_optional, sql_scalar_optional};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct BalanceRow {
+    pub user_id: i64,
+    pub balance: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct LedgerRow {
+    pub id: i64,
+    pub kind: String,
+    pub amount: i64,
+    pub balance_after: i64,
+    pub order_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct Charge {
+    pub user_id: i64,
+    pub amount: ChargeAmount,
+    pub max_balance: i64,
+    pub now: DateTime<Utc>,
+}
+
+/// Add `amount` to the balance unless that would pass `max_balance`; writes the CHARGE entry.
+/// One conditional UPDATE: concurrent charges serialize on the row and none can overshoot.
+pub async fn charge(tx: &mut Tx, cmd: Charge) -> AppResult<BalanceRow> {
+    let amount = cmd.amount.get();
+    let updated = sql_optional!(BalanceRow; tx,
+        "UPDATE users SET balance = balance + $1, balance_updated_at = $2
+         WHERE id = $3 AND balance <= $4 - $1
+         RETURNING id AS user_id, balance, balance_updated_at AS updated_at",
+        amount, cmd.now, cmd.user_id, cmd.max_balance)?;
+    let Some(row) = updated else {
+        let balance: Option<i64> =
+            sql_scalar_optional!(tx, "SELECT balance FROM users WHERE id = $1", cmd.user_id)?;
+        return Err(match balance {
+            None => AppError::user_not_found(cmd.user_id),
+            Some(balance) => AppError::bad_request(
+                "BALANCE_LIMIT_EXCEEDED",
+                format!(
+                    "charging {amount} would take the balance past the maximum of {}",
+                    cmd.max_balance
+                ),
+                json!({ "balance": balance, "amount": amount, "maxBalance": cmd.max_balance }),
+            ),
+        });
+    };
+    append_ledger(
+        tx,
+        cmd.user_id,
+        LedgerKind::Charge,
+        amount,
+        row.balance,
+        None,
+        cmd.now,
+    )
+    .await?;
+    Ok(row)
+}
+
+/// Record a ledger entry; `magnitude` is signed by `kind`.
+pub async fn append_ledger(
+    tx: &mut Tx,
+    user_id: i64,
+    kind: LedgerKind,
+    magnitude: i64,
+    balance_after: i64,
+    order_id: Option<i64>,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    sql_execute!(
+        tx,
+        "INSERT INTO balance_ledger (user_id, kind, amount, balance_after, order_id, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        user_id,
+        kind.as_str(),
+        kind.signed(magnitude),
+        balance_after,
+        order_id,
+        now
+    )?;
+    Ok(())
+}
+
+pub async fn get_balance(h: &mut impl Handle, user_id: i64) -> AppResult<BalanceRow> {
+    sql_optional!(BalanceRow; h,
+        "SELECT id AS user_id, balance, balance_updated_at AS updated_at FROM users WHERE id = $1",
+        user_id)?
+    .ok_or_else(|| AppError::user_not_found(user_id))
+}
+
+/// Ledger entries newest first; `page.after` is the last id of the previous page.
+pub async fn ledger(h: &mut impl Handle, user_id: i64, page: Page) -> AppResult<Vec<LedgerRow>> {
+    Ok(sql_all!(LedgerRow; h,
+        "SELECT id, kind, amount, balance_after, order_id, created_at FROM balance_ledger
+         WHERE user_id = $1 AND ($2 IS NULL OR id < $2)
+         ORDER BY id DESC LIMIT $3",
+        user_id, page.after, page.fetch_limit())?)
+}

@@ -1,0 +1,31 @@
+//! Members.
+
+use chrono::{DateTime, Utc};
+
+use crate::db::{Handle, Tx};
+use crate::error::AppResult;
+use crate::{sql_one, sql_optional};
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct UserRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub struct CreateUser<'a> {
+    pub name: &'a str,
+    pub token_hash: &'a str,
+    pub now: DateTime<Utc>,
+}
+
+pub async fn create_user(tx: &mut Tx, cmd: CreateUser<'_>) -> AppResult<UserRow> {
+    Ok(sql_one!(UserRow; tx,
+        "INSERT INTO users (name, token_hash, balance, balance_updated_at, created_at)
+         VALUES ($1, $2, 0, $3, $3) RETURNING id, name, created_at",
+        cmd.name, cmd.token_hash, cmd.now)?)
+}
+
+pub async fn find_user(h: &mut impl Handle, id: i64) -> AppResult<Option<UserRow>> {
+    Ok(sql_optional!(UserRow; h, "SELECT id, name, created_at FROM users WHERE id = $1", id)?)
+}
