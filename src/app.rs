@@ -63,6 +63,7 @@ impl Application {
     pub async fn build_with_db(settings: Settings, db: Db) -> anyhow::Result<Self> {
         let (admin_token_hashes, generated_admin_token) =
             crate::auth::ensure_admin_tokens(&db, &settings.admin_token).await?;
+        prometheus();
         let listener = TcpListener::bind(&settings.listen).await?;
         let state = AppState {
             db,

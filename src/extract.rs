@@ -36,19 +36,33 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
         })?;
         let json: Value = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::validation("body", format!("is not valid JSON: {e}")))?;
+        if !json.is_object() {
+            return Err(AppError::validation("body", "must be a JSON object"));
+        }
         let value = serde_path_to_error::deserialize(&json).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." {
-                "body".to_string()
-            } else {
-                path
-            };
-            AppError::validation(&field, e.into_inner().to_string())
+            let message = e.into_inner().to_string();
+            AppError::validation(&field_of(&path, &message), message)
         })?;
         Ok(JsonBody {
             value,
             fingerprint: fingerprint(&head, &json),
         })
+    }
+}
+
+/// The field a deserialization error is about. serde reports a missing field at its parent
+/// (``missing field `amount` ``), so take the name from the message then.
+fn field_of(path: &str, message: &str) -> String {
+    let missing = message
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name);
+    match (path, missing) {
+        (".", Some(name)) => name.to_string(),
+        (".", None) => "body".to_string(),
+        (parent, Some(name)) => format!("{parent}.{name}"),
+        (path, None) => path.to_string(),
     }
 }
 
@@ -114,6 +128,14 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn field_names_come_from_path_or_missing_field() {
+        assert_eq!(field_of(".", "missing field `amount`"), "amount");
+        assert_eq!(field_of("items[0]", "missing field `quantity`"), "items[0].quantity");
+        assert_eq!(field_of("amount", "invalid type"), "amount");
+        assert_eq!(field_of(".", "invalid type: sequence"), "body");
+    }
 
     #[test]
     fn fingerprint_ignores_key_order_but_not_values() {

@@ -219,7 +219,7 @@ impl Db {
     /// Readiness probe: a trivial round trip.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         let mut conn = self.read().await?;
-        let _: i64 = crate::sql_scalar!(&mut conn, "SELECT 1")?;
+        let _: i64 = crate::sql_scalar!(&mut conn, "SELECT CAST(1 AS BIGINT)")?;
         Ok(())
     }
 

@@ -1,0 +1,252 @@
+//! Test harness: spawn the real application on port 0 against a fresh database.
+//!
+//! SQLite: a new file in a temp dir. PostgreSQL: a new schema on the server named by
+//! `SHOPD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). If that
+//! variable is set (CI sets it) an unreachable server fails the test; if it is not set, the
+//! PostgreSQL suite is skipped with a clear message.
+
+use std::str::FromStr;
+use std::sync::OnceLock;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shopd::config::Settings;
+use shopd::db::{Db, DbOptions};
+use sqlx::postgres::PgConnectOptions;
+use sqlx::sqlite::SqliteConnectOptions;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token";
+const DEFAULT_PG_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs each listed `async fn name(backend: Backend)` once per backend.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+enum Storage {
+    Sqlite(#[allow(dead_code)] tempfile::TempDir),
+    Postgres { base_url: String, schema: String },
+    /// A second instance on another app's database: the owner cleans up.
+    Shared,
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub db: Db,
+    pub backend: Backend,
+    pub settings: Settings,
+    storage: Storage,
+}
+
+fn postgres_url() -> (String, bool) {
+    match std::env::var("SHOPD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => (url, true),
+        _ => (DEFAULT_PG_URL.to_string(), false),
+    }
+}
+
+fn announce_skip(reason: &str) {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        eprintln!(
+            "\n*** PostgreSQL suite SKIPPED: {reason}.\n*** Set SHOPD_TEST_POSTGRES_URL to run it (CI does, and fails without it).\n"
+        )
+    });
+}
+
+impl TestApp {
+    /// A fresh app with default settings. `None` only when PostgreSQL is optional and absent.
+    pub async fn spawn(backend: Backend) -> Option<TestApp> {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// A fresh app with adjusted settings.
+    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+        let (db, storage) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let connect = SqliteConnectOptions::new().filename(dir.path().join("shopd.db"));
+                let db = Db::connect_sqlite(connect, &DbOptions::default()).await.expect("open sqlite");
+                (db, Storage::Sqlite(dir))
+            }
+            Backend::Postgres => {
+                let (base_url, required) = postgres_url();
+                let schema = format!("shopd_test_{}", uuid::Uuid::new_v4().simple());
+                let admin = match sqlx::PgPool::connect(&base_url).await {
+                    Ok(pool) => pool,
+                    Err(err) if !required => {
+                        announce_skip(&format!("cannot reach {base_url}: {err}"));
+                        return None;
+                    }
+                    Err(err) => panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}"),
+                };
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+                    .execute(&admin)
+                    .await
+                    .expect("create schema");
+                admin.close().await;
+                let db = connect_pg_schema(&base_url, &schema).await;
+                (db, Storage::Postgres { base_url, schema })
+            }
+        };
+        db.migrate().await.expect("migrate");
+        let mut settings = Settings::for_database("(test)");
+        settings.admin_token = vec![ADMIN_TOKEN.to_string()];
+        adjust(&mut settings);
+        let app = Self::start(settings.clone(), db.clone()).await;
+        Some(TestApp {
+            address: app,
+            client: reqwest::Client::new(),
+            db,
+            backend,
+            settings,
+            storage,
+        })
+    }
+
+    async fn start(settings: Settings, db: Db) -> String {
+        let app = shopd::Application::build_with_db(settings, db).await.expect("build app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        address
+    }
+
+    /// Another server instance on the same database (multi-instance races).
+    pub async fn second_instance(&self) -> TestApp {
+        let db = match &self.storage {
+            Storage::Postgres { base_url, schema } => connect_pg_schema(base_url, schema).await,
+            Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
+        };
+        let address = Self::start(self.settings.clone(), db.clone()).await;
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db,
+            backend: self.backend,
+            settings: self.settings.clone(),
+            storage: Storage::Shared,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = token {
+            req = req.bearer_auth(token);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        let response = req.send().await.expect("request sent");
+        let status = response.status();
+        assert!(response.headers().contains_key("x-request-id"), "every response carries x-request-id");
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, token, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(&body), None).await
+    }
+
+    pub async fn post_idem(&self, path: &str, token: Option<&str>, body: Value, key: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(&body), Some(key)).await
+    }
+
+    pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::PATCH, path, token, Some(&body), None).await
+    }
+
+    /// Sign up a member; returns (id, token).
+    pub async fn member(&self, name: &str) -> (i64, String) {
+        let (status, body) = self.post("/users", None, json!({ "name": name })).await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        (body["id"].as_i64().expect("id"), body["token"].as_str().expect("token").to_string())
+    }
+
+    /// Create a product as admin; returns its id.
+    pub async fn product(&self, name: &str, price: i64, stock: i64) -> i64 {
+        let (status, body) = self
+            .post("/admin/products", Some(ADMIN_TOKEN), json!({ "name": name, "price": price, "stock": stock }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_i64().expect("id")
+    }
+
+    pub async fn charge(&self, user_id: i64, token: &str, amount: i64) -> (StatusCode, Value) {
+        self.post(&format!("/users/{user_id}/balance/charge"), Some(token), json!({ "amount": amount })).await
+    }
+}
+
+async fn connect_pg_schema(base_url: &str, schema: &str) -> Db {
+    let connect = PgConnectOptions::from_str(base_url).expect("pg url").options([("search_path", schema)]);
+    let options = DbOptions { max_connections: 10, ..DbOptions::default() };
+    Db::connect_postgres(connect, &options).await.expect("connect pg")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Storage::Postgres { base_url, schema } = &self.storage {
+            let (base_url, schema) = (base_url.clone(), schema.clone());
+            // Drop runs inside the test's runtime: clean up from a separate thread.
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                rt.block_on(async {
+                    let pool = sqlx::PgPool::connect(&base_url).await.ok()?;
+                    let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.ok()?;
+                    pool.close().await;
+                    Some(())
+                })
+            })
+            .join();
+        }
+    }
+}
+
+/// The error code of an error body.
+pub fn code(body: &Value) -> &str {
+    body["code"].as_str().unwrap_or("<no code>")
+}

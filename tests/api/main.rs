@@ -1,0 +1,11 @@
+//! Black-box tests: the real router over HTTP against a real database, on SQLite and
+//! PostgreSQL. One binary (faster to link); one module per resource.
+
+mod helpers;
+mod invariants;
+
+mod balance;
+mod concurrency;
+mod members;
+mod openapi;
+mod products;
