@@ -132,7 +132,10 @@ mod tests {
     #[test]
     fn field_names_come_from_path_or_missing_field() {
         assert_eq!(field_of(".", "missing field `amount`"), "amount");
-        assert_eq!(field_of("items[0]", "missing field `quantity`"), "items[0].quantity");
+        assert_eq!(
+            field_of("items[0]", "missing field `quantity`"),
+            "items[0].quantity"
+        );
         assert_eq!(field_of("amount", "invalid type"), "amount");
         assert_eq!(field_of(".", "invalid type: sequence"), "body");
     }

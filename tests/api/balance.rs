@@ -18,11 +18,16 @@ on_both_backends!(
 );
 
 async fn charge_and_read_the_ledger(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     let (status, body) = app.get(&format!("/users/{id}/balance"), Some(&token)).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!((body["userId"].as_i64(), body["balance"].as_i64()), (Some(id), Some(0)));
+    assert_eq!(
+        (body["userId"].as_i64(), body["balance"].as_i64()),
+        (Some(id), Some(0))
+    );
 
     let (status, body) = app.charge(id, &token, 50_000).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -30,18 +35,35 @@ async fn charge_and_read_the_ledger(backend: Backend) {
     let (_, body) = app.charge(id, &token, 2_500).await;
     assert_eq!(body["balance"], 52_500);
 
-    let (status, ledger) = app.get(&format!("/users/{id}/balance/transactions"), Some(&token)).await;
+    let (status, ledger) = app
+        .get(&format!("/users/{id}/balance/transactions"), Some(&token))
+        .await;
     assert_eq!(status, StatusCode::OK);
     let items = ledger["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
-    assert_eq!((items[0]["kind"].as_str(), items[0]["amount"].as_i64(), items[0]["balanceAfter"].as_i64()), (Some("CHARGE"), Some(2_500), Some(52_500)));
-    assert_eq!((items[1]["amount"].as_i64(), items[1]["balanceAfter"].as_i64()), (Some(50_000), Some(50_000)));
+    assert_eq!(
+        (
+            items[0]["kind"].as_str(),
+            items[0]["amount"].as_i64(),
+            items[0]["balanceAfter"].as_i64()
+        ),
+        (Some("CHARGE"), Some(2_500), Some(52_500))
+    );
+    assert_eq!(
+        (
+            items[1]["amount"].as_i64(),
+            items[1]["balanceAfter"].as_i64()
+        ),
+        (Some(50_000), Some(50_000))
+    );
     assert!(ledger["nextCursor"].is_null());
     assert_invariants(&app).await;
 }
 
 async fn bad_amounts_are_rejected_and_change_nothing(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     let path = format!("/users/{id}/balance/charge");
     for body in [
@@ -55,7 +77,11 @@ async fn bad_amounts_are_rejected_and_change_nothing(backend: Backend) {
         json!({ "amount": 1_000_001 }),
     ] {
         let (status, err) = app.post(&path, Some(&token), body.clone()).await;
-        assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"), "{body} -> {err}");
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+            "{body} -> {err}"
+        );
         assert_eq!(err["details"]["field"], "amount", "{body} -> {err}");
     }
     // A number beyond i64.
@@ -71,18 +97,25 @@ async fn bad_amounts_are_rejected_and_change_nothing(backend: Backend) {
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let (_, body) = app.get(&format!("/users/{id}/balance"), Some(&token)).await;
     assert_eq!(body["balance"], 0);
-    let (_, ledger) = app.get(&format!("/users/{id}/balance/transactions"), Some(&token)).await;
+    let (_, ledger) = app
+        .get(&format!("/users/{id}/balance/transactions"), Some(&token))
+        .await;
     assert_eq!(ledger["items"].as_array().unwrap().len(), 0);
 }
 
 async fn balance_never_passes_the_maximum(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     for _ in 0..10 {
         assert_eq!(app.charge(id, &token, 1_000_000).await.0, StatusCode::OK);
     }
     let (status, err) = app.charge(id, &token, 1).await;
-    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED")
+    );
     assert_eq!(err["details"]["balance"], 10_000_000);
     let (_, body) = app.get(&format!("/users/{id}/balance"), Some(&token)).await;
     assert_eq!(body["balance"], 10_000_000);
@@ -90,13 +123,20 @@ async fn balance_never_passes_the_maximum(backend: Backend) {
 }
 
 async fn balance_of_others_is_forbidden(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (alice, alice_token) = app.member("alice").await;
     let (bob, bob_token) = app.member("bob").await;
     for (status, err) in [
-        app.get(&format!("/users/{bob}/balance"), Some(&alice_token)).await,
+        app.get(&format!("/users/{bob}/balance"), Some(&alice_token))
+            .await,
         app.charge(bob, &alice_token, 1_000).await,
-        app.get(&format!("/users/{bob}/balance/transactions"), Some(&alice_token)).await,
+        app.get(
+            &format!("/users/{bob}/balance/transactions"),
+            Some(&alice_token),
+        )
+        .await,
     ] {
         assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
     }
@@ -104,19 +144,27 @@ async fn balance_of_others_is_forbidden(backend: Backend) {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     // Admins may act on anyone; unknown members are 404.
     assert_eq!(app.charge(bob, ADMIN_TOKEN, 700).await.1["balance"], 700);
-    let (_, body) = app.get(&format!("/users/{bob}/balance"), Some(&bob_token)).await;
+    let (_, body) = app
+        .get(&format!("/users/{bob}/balance"), Some(&bob_token))
+        .await;
     assert_eq!(body["balance"], 700);
     for (status, err) in [
         app.get("/users/424242/balance", Some(ADMIN_TOKEN)).await,
         app.charge(424242, ADMIN_TOKEN, 1_000).await,
-        app.get("/users/424242/balance/transactions", Some(ADMIN_TOKEN)).await,
+        app.get("/users/424242/balance/transactions", Some(ADMIN_TOKEN))
+            .await,
     ] {
-        assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::NOT_FOUND, "USER_NOT_FOUND")
+        );
     }
 }
 
 async fn ledger_pages_newest_first(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     for amount in 1..=5 {
         app.charge(id, &token, amount).await;
@@ -130,7 +178,13 @@ async fn ledger_pages_newest_first(backend: Backend) {
         };
         let (status, page) = app.get(&path, Some(&token)).await;
         assert_eq!(status, StatusCode::OK, "{page}");
-        seen.extend(page["items"].as_array().unwrap().iter().map(|e| e["amount"].as_i64().unwrap()));
+        seen.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["amount"].as_i64().unwrap()),
+        );
         match page["nextCursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,
@@ -138,17 +192,30 @@ async fn ledger_pages_newest_first(backend: Backend) {
     }
     assert_eq!(seen, vec![5, 4, 3, 2, 1]);
     for bad in ["limit=0", "limit=101", "limit=x", "cursor=abc"] {
-        let (status, err) = app.get(&format!("/users/{id}/balance/transactions?{bad}"), Some(&token)).await;
-        assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"), "{bad}");
+        let (status, err) = app
+            .get(
+                &format!("/users/{id}/balance/transactions?{bad}"),
+                Some(&token),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
+            "{bad}"
+        );
     }
 }
 
 async fn idempotent_charge_replays_the_first_answer(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     let (bob, bob_token) = app.member("bob").await;
     let path = format!("/users/{id}/balance/charge");
-    let first = app.post_idem(&path, Some(&token), json!({ "amount": 1_000 }), "charge-1").await;
+    let first = app
+        .post_idem(&path, Some(&token), json!({ "amount": 1_000 }), "charge-1")
+        .await;
     assert_eq!(first.0, StatusCode::OK);
     let response = app
         .client
@@ -159,39 +226,81 @@ async fn idempotent_charge_replays_the_first_answer(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.headers().get("idempotent-replayed").map(|v| v.to_str().unwrap()), Some("true"));
+    assert_eq!(
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true")
+    );
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.json::<serde_json::Value>().await.unwrap(), first.1);
     let (_, body) = app.get(&format!("/users/{id}/balance"), Some(&token)).await;
     assert_eq!(body["balance"], 1_000, "charged once");
 
     // Keys are scoped per caller: bob may use the same key.
-    let (status, body) = app.post_idem(&format!("/users/{bob}/balance/charge"), Some(&bob_token), json!({ "amount": 1_000 }), "charge-1").await;
-    assert_eq!((status, body["balance"].as_i64()), (StatusCode::OK, Some(1_000)));
+    let (status, body) = app
+        .post_idem(
+            &format!("/users/{bob}/balance/charge"),
+            Some(&bob_token),
+            json!({ "amount": 1_000 }),
+            "charge-1",
+        )
+        .await;
+    assert_eq!(
+        (status, body["balance"].as_i64()),
+        (StatusCode::OK, Some(1_000))
+    );
 
     // A rejection is the key's answer too, and it changed nothing.
-    let over = app.post_idem(&path, Some(&token), json!({ "amount": 1_000_000 }), "big").await;
+    let over = app
+        .post_idem(&path, Some(&token), json!({ "amount": 1_000_000 }), "big")
+        .await;
     assert_eq!(over.0, StatusCode::OK);
     for _ in 0..9 {
         app.charge(id, &token, 1_000_000).await;
     }
-    let rejected = app.post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late").await;
+    let rejected = app
+        .post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
+        .await;
     assert_eq!(code(&rejected.1), "BALANCE_LIMIT_EXCEEDED");
-    assert_eq!(app.post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late").await, rejected);
+    assert_eq!(
+        app.post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
+            .await,
+        rejected
+    );
 
     // Validation of the header itself.
-    let (status, err) = app.post_idem(&path, Some(&token), json!({ "amount": 1 }), &"k".repeat(256)).await;
-    assert_eq!((status, err["details"]["field"].as_str()), (StatusCode::BAD_REQUEST, Some("Idempotency-Key")));
+    let (status, err) = app
+        .post_idem(
+            &path,
+            Some(&token),
+            json!({ "amount": 1 }),
+            &"k".repeat(256),
+        )
+        .await;
+    assert_eq!(
+        (status, err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("Idempotency-Key"))
+    );
     assert_invariants(&app).await;
 }
 
 async fn idempotency_key_reuse_and_in_progress(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (id, token) = app.member("kim").await;
     let path = format!("/users/{id}/balance/charge");
-    app.post_idem(&path, Some(&token), json!({ "amount": 1_000 }), "k1").await;
-    let (status, err) = app.post_idem(&path, Some(&token), json!({ "amount": 2_000 }), "k1").await;
-    assert_eq!((status, code(&err)), (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"));
+    app.post_idem(&path, Some(&token), json!({ "amount": 1_000 }), "k1")
+        .await;
+    let (status, err) = app
+        .post_idem(&path, Some(&token), json!({ "amount": 2_000 }), "k1")
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED")
+    );
 
     // A request still running under a key (simulated by its claim row) blocks repeats...
     let scope = format!("user:{id}");
@@ -199,13 +308,41 @@ async fn idempotency_key_reuse_and_in_progress(backend: Backend) {
     let fingerprint = shopd::extract::fingerprint(&format!("POST {path}"), &body);
     let now = shopd::store::now();
     let mut tx = app.db.begin().await.unwrap();
-    shopd::store::idempotency::insert_in_progress(&mut tx, &scope, "running", &fingerprint, now + chrono::Duration::minutes(1), now).await.unwrap();
+    shopd::store::idempotency::insert_in_progress(
+        &mut tx,
+        &scope,
+        "running",
+        &fingerprint,
+        now + chrono::Duration::minutes(1),
+        now,
+    )
+    .await
+    .unwrap();
     // ...and a claim whose lease ran out (its holder died) is taken over.
-    shopd::store::idempotency::insert_in_progress(&mut tx, &scope, "abandoned", &fingerprint, now - chrono::Duration::seconds(1), now).await.unwrap();
+    shopd::store::idempotency::insert_in_progress(
+        &mut tx,
+        &scope,
+        "abandoned",
+        &fingerprint,
+        now - chrono::Duration::seconds(1),
+        now,
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let (status, err) = app.post_idem(&path, Some(&token), body.clone(), "running").await;
-    assert_eq!((status, code(&err)), (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS"));
-    let (status, ok) = app.post_idem(&path, Some(&token), body.clone(), "abandoned").await;
-    assert_eq!((status, ok["balance"].as_i64()), (StatusCode::OK, Some(1_500)));
+    let (status, err) = app
+        .post_idem(&path, Some(&token), body.clone(), "running")
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "IDEMPOTENCY_IN_PROGRESS")
+    );
+    let (status, ok) = app
+        .post_idem(&path, Some(&token), body.clone(), "abandoned")
+        .await;
+    assert_eq!(
+        (status, ok["balance"].as_i64()),
+        (StatusCode::OK, Some(1_500))
+    );
     assert_invariants(&app).await;
 }

@@ -49,7 +49,10 @@ macro_rules! on_both_backends {
 
 enum Storage {
     Sqlite(#[allow(dead_code)] tempfile::TempDir),
-    Postgres { base_url: String, schema: String },
+    Postgres {
+        base_url: String,
+        schema: String,
+    },
     /// A second instance on another app's database: the owner cleans up.
     Shared,
 }
@@ -58,7 +61,6 @@ pub struct TestApp {
     pub address: String,
     pub client: reqwest::Client,
     pub db: Db,
-    pub backend: Backend,
     pub settings: Settings,
     storage: Storage,
 }
@@ -86,12 +88,17 @@ impl TestApp {
     }
 
     /// A fresh app with adjusted settings.
-    pub async fn spawn_with(backend: Backend, adjust: impl FnOnce(&mut Settings)) -> Option<TestApp> {
+    pub async fn spawn_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Settings),
+    ) -> Option<TestApp> {
         let (db, storage) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let connect = SqliteConnectOptions::new().filename(dir.path().join("shopd.db"));
-                let db = Db::connect_sqlite(connect, &DbOptions::default()).await.expect("open sqlite");
+                let db = Db::connect_sqlite(connect, &DbOptions::default())
+                    .await
+                    .expect("open sqlite");
                 (db, Storage::Sqlite(dir))
             }
             Backend::Postgres => {
@@ -103,7 +110,9 @@ impl TestApp {
                         announce_skip(&format!("cannot reach {base_url}: {err}"));
                         return None;
                     }
-                    Err(err) => panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}"),
+                    Err(err) => panic!(
+                        "PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}"
+                    ),
                 };
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(&admin)
@@ -123,14 +132,15 @@ impl TestApp {
             address: app,
             client: reqwest::Client::new(),
             db,
-            backend,
             settings,
             storage,
         })
     }
 
     async fn start(settings: Settings, db: Db) -> String {
-        let app = shopd::Application::build_with_db(settings, db).await.expect("build app");
+        let app = shopd::Application::build_with_db(settings, db)
+            .await
+            .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
         tokio::spawn(app.run_until_stopped());
         address
@@ -147,7 +157,6 @@ impl TestApp {
             address,
             client: reqwest::Client::new(),
             db,
-            backend: self.backend,
             settings: self.settings.clone(),
             storage: Storage::Shared,
         }
@@ -177,53 +186,89 @@ impl TestApp {
         }
         let response = req.send().await.expect("request sent");
         let status = response.status();
-        assert!(response.headers().contains_key("x-request-id"), "every response carries x-request-id");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "every response carries x-request-id"
+        );
         let text = response.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        self.request(reqwest::Method::GET, path, token, None, None).await
+        self.request(reqwest::Method::GET, path, token, None, None)
+            .await
     }
 
     pub async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, token, Some(&body), None).await
+        self.request(reqwest::Method::POST, path, token, Some(&body), None)
+            .await
     }
 
-    pub async fn post_idem(&self, path: &str, token: Option<&str>, body: Value, key: &str) -> (StatusCode, Value) {
-        self.request(reqwest::Method::POST, path, token, Some(&body), Some(key)).await
+    pub async fn post_idem(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+        key: &str,
+    ) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, token, Some(&body), Some(key))
+            .await
     }
 
     pub async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        self.request(reqwest::Method::PATCH, path, token, Some(&body), None).await
+        self.request(reqwest::Method::PATCH, path, token, Some(&body), None)
+            .await
     }
 
     /// Sign up a member; returns (id, token).
     pub async fn member(&self, name: &str) -> (i64, String) {
         let (status, body) = self.post("/users", None, json!({ "name": name })).await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        (body["id"].as_i64().expect("id"), body["token"].as_str().expect("token").to_string())
+        (
+            body["id"].as_i64().expect("id"),
+            body["token"].as_str().expect("token").to_string(),
+        )
     }
 
     /// Create a product as admin; returns its id.
     pub async fn product(&self, name: &str, price: i64, stock: i64) -> i64 {
         let (status, body) = self
-            .post("/admin/products", Some(ADMIN_TOKEN), json!({ "name": name, "price": price, "stock": stock }))
+            .post(
+                "/admin/products",
+                Some(ADMIN_TOKEN),
+                json!({ "name": name, "price": price, "stock": stock }),
+            )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
         body["id"].as_i64().expect("id")
     }
 
     pub async fn charge(&self, user_id: i64, token: &str, amount: i64) -> (StatusCode, Value) {
-        self.post(&format!("/users/{user_id}/balance/charge"), Some(token), json!({ "amount": amount })).await
+        self.post(
+            &format!("/users/{user_id}/balance/charge"),
+            Some(token),
+            json!({ "amount": amount }),
+        )
+        .await
     }
 }
 
 async fn connect_pg_schema(base_url: &str, schema: &str) -> Db {
-    let connect = PgConnectOptions::from_str(base_url).expect("pg url").options([("search_path", schema)]);
-    let options = DbOptions { max_connections: 10, ..DbOptions::default() };
-    Db::connect_postgres(connect, &options).await.expect("connect pg")
+    let connect = PgConnectOptions::from_str(base_url)
+        .expect("pg url")
+        .options([("search_path", schema)]);
+    let options = DbOptions {
+        max_connections: 10,
+        ..DbOptions::default()
+    };
+    Db::connect_postgres(connect, &options)
+        .await
+        .expect("connect pg")
 }
 
 impl Drop for TestApp {
@@ -232,11 +277,17 @@ impl Drop for TestApp {
             let (base_url, schema) = (base_url.clone(), schema.clone());
             // Drop runs inside the test's runtime: clean up from a separate thread.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()?;
                 rt.block_on(async {
                     let pool = sqlx::PgPool::connect(&base_url).await.ok()?;
                     let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.ok()?;
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .ok()?;
                     pool.close().await;
                     Some(())
                 })

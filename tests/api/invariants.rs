@@ -11,20 +11,37 @@ pub async fn assert_invariants(app: &TestApp) {
 
     // §9.2: 0 <= balance <= max, balance = its ledger, each balance_after the running sum.
     let users: Vec<(i64, i64)> =
-        sql_all!((i64, i64); &mut conn, "SELECT id, balance FROM users ORDER BY id").expect("users");
+        sql_all!((i64, i64); &mut conn, "SELECT id, balance FROM users ORDER BY id")
+            .expect("users");
     for (user_id, balance) in &users {
-        assert!(*balance >= 0 && *balance <= app.settings.max_balance, "user {user_id} balance {balance} out of range");
+        assert!(
+            *balance >= 0 && *balance <= app.settings.max_balance,
+            "user {user_id} balance {balance} out of range"
+        );
         let ledger: Vec<(i64, i64)> = sql_all!((i64, i64); &mut conn,
             "SELECT amount, balance_after FROM balance_ledger WHERE user_id = $1 ORDER BY id", *user_id)
         .expect("ledger");
-        assert_eq!(verify_ledger(&ledger, *balance), Ok(()), "user {user_id}: balance {balance} vs ledger {ledger:?}");
+        assert_eq!(
+            verify_ledger(&ledger, *balance),
+            Ok(()),
+            "user {user_id}: balance {balance} vs ledger {ledger:?}"
+        );
     }
     // Sum of balances = charges - payments + refunds.
-    let total_balance: i64 =
-        sql_scalar!(&mut conn, "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM users").expect("sum");
-    let ledger_sum: i64 =
-        sql_scalar!(&mut conn, "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM balance_ledger").expect("sum");
-    assert_eq!(total_balance, ledger_sum, "sum of balances equals the ledger");
+    let total_balance: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT CAST(COALESCE(SUM(balance), 0) AS BIGINT) FROM users"
+    )
+    .expect("sum");
+    let ledger_sum: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM balance_ledger"
+    )
+    .expect("sum");
+    assert_eq!(
+        total_balance, ledger_sum,
+        "sum of balances equals the ledger"
+    );
 
     // §9.1: stock >= 0 and initial + restocks = stock (+ what orders hold).
     let products: Vec<(i64, i64, i64)> = sql_all!((i64, i64, i64); &mut conn,
@@ -33,6 +50,9 @@ pub async fn assert_invariants(app: &TestApp) {
     .expect("products");
     for (product_id, stock, supplied) in products {
         assert!(stock >= 0, "product {product_id} stock {stock}");
-        assert_eq!(supplied, stock, "product {product_id}: supplied {supplied} = stock {stock}");
+        assert_eq!(
+            supplied, stock,
+            "product {product_id}: supplied {supplied} = stock {stock}"
+        );
     }
 }

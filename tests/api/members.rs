@@ -20,8 +20,12 @@ async fn user_count(app: &TestApp) -> i64 {
 }
 
 async fn signup_returns_a_working_token(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    let (status, body) = app.post("/users", None, json!({ "name": "  Kim Minji " })).await;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (status, body) = app
+        .post("/users", None, json!({ "name": "  Kim Minji " }))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     assert_eq!(body["name"], "Kim Minji");
     let id = body["id"].as_i64().unwrap();
@@ -35,13 +39,16 @@ async fn signup_returns_a_working_token(backend: Backend) {
 
     // Only the hash is stored.
     let mut conn = app.db.read().await.unwrap();
-    let stored: String = shopd::sql_scalar!(&mut conn, "SELECT token_hash FROM users WHERE id = $1", id).unwrap();
+    let stored: String =
+        shopd::sql_scalar!(&mut conn, "SELECT token_hash FROM users WHERE id = $1", id).unwrap();
     assert_ne!(stored, token);
     assert_eq!(stored, shopd::auth::hash_token(token));
 }
 
 async fn bad_signups_are_rejected_and_change_nothing(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let cases = [
         (json!({}), "name"),
         (json!({ "name": "" }), "name"),
@@ -57,7 +64,13 @@ async fn bad_signups_are_rejected_and_change_nothing(backend: Backend) {
         assert_eq!(err["details"]["field"], field, "{body} -> {err}");
     }
     // Malformed JSON.
-    let response = app.client.post(app.url("/users")).body("{\"name\": ").send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/users"))
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let err: serde_json::Value = response.json().await.unwrap();
     assert_eq!(code(&err), "VALIDATION_ERROR");
@@ -65,7 +78,9 @@ async fn bad_signups_are_rejected_and_change_nothing(backend: Backend) {
 }
 
 async fn members_only_see_themselves(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (alice, alice_token) = app.member("alice").await;
     let (bob, _) = app.member("bob").await;
 
@@ -76,45 +91,98 @@ async fn members_only_see_themselves(backend: Backend) {
     assert_eq!(status, StatusCode::FORBIDDEN);
 
     let (status, err) = app.get(&format!("/users/{alice}"), None).await;
-    assert_eq!((status, code(&err)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let (status, err) = app.get(&format!("/users/{alice}"), Some("shp_not-a-token")).await;
-    assert_eq!((status, code(&err)), (StatusCode::UNAUTHORIZED, "UNAUTHORIZED"));
-    let response = app.client.get(app.url(&format!("/users/{alice}"))).header("authorization", "Basic abc").send().await.unwrap();
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let (status, err) = app
+        .get(&format!("/users/{alice}"), Some("shp_not-a-token"))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let response = app
+        .client
+        .get(app.url(&format!("/users/{alice}")))
+        .header("authorization", "Basic abc")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
 
     let (status, body) = app.get(&format!("/users/{bob}"), Some(ADMIN_TOKEN)).await;
-    assert_eq!((status, body["name"].as_str()), (StatusCode::OK, Some("bob")));
+    assert_eq!(
+        (status, body["name"].as_str()),
+        (StatusCode::OK, Some("bob"))
+    );
     let (status, err) = app.get("/users/999999", Some(ADMIN_TOKEN)).await;
-    assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "USER_NOT_FOUND"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "USER_NOT_FOUND")
+    );
     let (status, err) = app.get("/users/abc", Some(ADMIN_TOKEN)).await;
-    assert_eq!((status, code(&err)), (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+    );
 
     // Admin endpoints refuse member tokens.
-    let (status, err) = app.post("/admin/products", Some(&alice_token), json!({ "name": "x", "price": 1, "stock": 1 })).await;
+    let (status, err) = app
+        .post(
+            "/admin/products",
+            Some(&alice_token),
+            json!({ "name": "x", "price": 1, "stock": 1 }),
+        )
+        .await;
     assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
 }
 
 async fn operations_endpoints_answer(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
-    assert_eq!(app.get("/healthz", None).await, (StatusCode::OK, json!({ "status": "ok" })));
-    assert_eq!(app.get("/readyz", None).await, (StatusCode::OK, json!({ "status": "ok" })));
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    assert_eq!(
+        app.get("/healthz", None).await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
+    assert_eq!(
+        app.get("/readyz", None).await,
+        (StatusCode::OK, json!({ "status": "ok" }))
+    );
     let (status, doc) = app.get("/openapi.json", None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
     let docs = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
-    assert!(docs.text().await.unwrap().contains("swagger"), "docs page served offline");
-    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        docs.text().await.unwrap().contains("swagger"),
+        "docs page served offline"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("http_requests_total"), "{metrics}");
 }
 
 async fn unknown_routes_and_oversized_bodies_get_json_errors(backend: Backend) {
-    let Some(app) = TestApp::spawn(backend).await else { return };
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
     let (status, err) = app.get("/no/such/route", None).await;
     assert_eq!((status, code(&err)), (StatusCode::NOT_FOUND, "NOT_FOUND"));
 
     let huge = json!({ "name": "x".repeat(app.settings.body_limit + 1) });
     let (status, err) = app.post("/users", None, huge).await;
-    assert_eq!((status, code(&err)), (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"));
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+    );
     assert_eq!(user_count(&app).await, 0);
 }
