@@ -153,6 +153,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "members", description = "Sign-up and members"),
         (name = "balance", description = "Prepaid balance and its ledger"),
         (name = "products", description = "Catalogue and stock"),
+        (name = "coupons", description = "Coupon campaigns and first-come-first-served issuance"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -178,6 +179,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::users::router())
         .merge(api::balance::router())
         .merge(api::products::router())
+        .merge(api::coupons::router())
         .split_for_parts()
 }
 

@@ -1,6 +1,7 @@
 //! HTTP resources. Each module owns its request/response types and exposes `router()`.
 
 pub mod balance;
+pub mod coupons;
 pub mod health;
 pub mod products;
 pub mod users;

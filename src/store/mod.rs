@@ -5,6 +5,7 @@
 //! [`crate::db::Handle`].
 
 pub mod balance;
+pub mod coupons;
 pub mod idempotency;
 pub mod products;
 pub mod users;

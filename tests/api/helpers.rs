@@ -301,3 +301,66 @@ impl Drop for TestApp {
 pub fn code(body: &Value) -> &str {
     body["code"].as_str().unwrap_or("<no code>")
 }
+
+impl TestApp {
+    /// Many members at once (setup for races): inserted in one transaction, tokens returned.
+    pub async fn members_bulk(&self, n: usize) -> Vec<(i64, String)> {
+        let now = shopd::store::now();
+        let mut tx = self.db.begin().await.expect("begin");
+        let mut members = Vec::with_capacity(n);
+        for i in 0..n {
+            let token = shopd::auth::generate_token("shp_");
+            let hash = shopd::auth::hash_token(&token);
+            let name = format!("member-{i}");
+            let cmd = shopd::store::users::CreateUser {
+                name: &name,
+                token_hash: &hash,
+                now,
+            };
+            let user = shopd::store::users::create_user(&mut tx, cmd)
+                .await
+                .expect("create member");
+            members.push((user.id, token));
+        }
+        tx.commit().await.expect("commit");
+        members
+    }
+
+    /// Create a coupon campaign open now; returns its id.
+    pub async fn campaign(
+        &self,
+        discount: Value,
+        min_order_amount: i64,
+        total_quantity: i64,
+    ) -> i64 {
+        let ends = chrono::Utc::now() + chrono::Duration::days(1);
+        let (status, body) = self
+            .post(
+                "/admin/coupons",
+                Some(ADMIN_TOKEN),
+                json!({
+                    "name": "campaign",
+                    "discount": discount,
+                    "minOrderAmount": min_order_amount,
+                    "totalQuantity": total_quantity,
+                    "issueEndsAt": ends,
+                    "validDays": 7,
+                }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_i64().expect("id")
+    }
+
+    /// Claim a coupon of campaign `coupon_id` as a member.
+    pub async fn issue(&self, coupon_id: i64, token: &str) -> (StatusCode, Value) {
+        self.request(
+            reqwest::Method::POST,
+            &format!("/coupons/{coupon_id}/issue"),
+            Some(token),
+            None,
+            None,
+        )
+        .await
+    }
+}

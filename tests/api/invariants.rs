@@ -43,6 +43,27 @@ pub async fn assert_invariants(app: &TestApp) {
         "sum of balances equals the ledger"
     );
 
+    // §9.3: a campaign never issues more than its quantity; its counter matches its coupons;
+    // one coupon per member per campaign (also a unique constraint).
+    let campaigns: Vec<(i64, i64, i64, i64)> = sql_all!((i64, i64, i64, i64); &mut conn,
+        "SELECT c.id, c.total_quantity, c.issued_quantity,
+                (SELECT COUNT(*) FROM user_coupons uc WHERE uc.coupon_id = c.id) FROM coupons c")
+    .expect("coupons");
+    for (id, total, issued, held) in campaigns {
+        assert!(
+            issued <= total,
+            "campaign {id}: issued {issued} > total {total}"
+        );
+        assert_eq!(
+            issued, held,
+            "campaign {id}: counter {issued} vs {held} coupons"
+        );
+    }
+    let doubles: i64 = sql_scalar!(&mut conn,
+        "SELECT COUNT(*) FROM (SELECT coupon_id, user_id FROM user_coupons GROUP BY coupon_id, user_id HAVING COUNT(*) > 1) d")
+    .expect("doubles");
+    assert_eq!(doubles, 0, "a member holds at most one coupon per campaign");
+
     // §9.1: stock >= 0 and initial + restocks = stock (+ what orders hold).
     let products: Vec<(i64, i64, i64)> = sql_all!((i64, i64, i64); &mut conn,
         "SELECT p.id, p.stock, CAST(COALESCE((SELECT SUM(a.delta) FROM stock_adjustments a WHERE a.product_id = p.id), 0) AS BIGINT)

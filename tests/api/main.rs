@@ -6,6 +6,7 @@ mod invariants;
 
 mod balance;
 mod concurrency;
+mod coupons;
 mod members;
 mod openapi;
 mod products;
