@@ -154,6 +154,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "balance", description = "Prepaid balance and its ledger"),
         (name = "products", description = "Catalogue and stock"),
         (name = "coupons", description = "Coupon campaigns and first-come-first-served issuance"),
+        (name = "cart", description = "The member's cart"),
+        (name = "orders", description = "Orders and payment from the balance"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -180,6 +182,8 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::balance::router())
         .merge(api::products::router())
         .merge(api::coupons::router())
+        .merge(api::cart::router())
+        .merge(api::orders::router())
         .split_for_parts()
 }
 

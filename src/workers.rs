@@ -22,6 +22,15 @@ impl Workers {
 
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
+    let sweeper_state = state.clone();
+    set.spawn(every(
+        state.settings.sweep_interval,
+        shutdown.clone(),
+        move || {
+            let state = sweeper_state.clone();
+            async move { expire_overdue_orders(&state).await.map(|_| ()) }
+        },
+    ));
     set.spawn(every(Duration::from_secs(600), shutdown, move || {
         let state = state.clone();
         async move { purge_idempotency_keys(&state).await }
@@ -47,6 +56,41 @@ where
             }
         }
     }
+}
+
+/// Expire PENDING orders past their reservation, giving back stock and coupons. Each order is
+/// its own short transaction, and the conditional status change makes concurrent sweepers (other
+/// instances, or a payment racing the sweep) safe: an order expires at most once.
+pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
+    let mut expired = 0;
+    // Bounded: a huge backlog is finished by the next ticks.
+    for _ in 0..50 {
+        let now = store::now();
+        let due = {
+            let mut conn = state.db.read().await?;
+            store::orders::due_for_expiry(&mut conn, now, 100)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+        };
+        for order_id in &due {
+            let mut tx = state.db.begin().await?;
+            if store::orders::expire_order(&mut tx, *order_id, now)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+            {
+                expired += 1;
+            }
+            tx.commit().await?;
+        }
+        if due.len() < 100 {
+            break;
+        }
+    }
+    if expired > 0 {
+        tracing::info!(expired, "expired unpaid orders");
+        metrics::counter!("orders_expired_total").increment(expired as u64);
+    }
+    Ok(expired)
 }
 
 async fn purge_idempotency_keys(state: &AppState) -> anyhow::Result<()> {

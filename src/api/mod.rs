@@ -1,17 +1,24 @@
 //! HTTP resources. Each module owns its request/response types and exposes `router()`.
 
 pub mod balance;
+pub mod cart;
 pub mod coupons;
 pub mod health;
+pub mod orders;
 pub mod products;
 pub mod users;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serializer;
 
-/// Serialize timestamps as RFC 3339 UTC with a `Z` (SPEC §1).
+/// Timestamps are RFC 3339 UTC with a `Z` (SPEC §1).
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// Serialize a timestamp with [`format_time`].
 pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+    s.serialize_str(&format_time(*t))
 }
 
 pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {

@@ -3,6 +3,7 @@
 
 pub mod coupon;
 pub mod money;
+pub mod order;
 pub mod pagination;
 pub mod product;
 pub mod text;

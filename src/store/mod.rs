@@ -5,8 +5,11 @@
 //! [`crate::db::Handle`].
 
 pub mod balance;
+pub mod cart;
 pub mod coupons;
 pub mod idempotency;
+pub mod orders;
+pub mod outbox;
 pub mod products;
 pub mod users;
 

@@ -364,3 +364,55 @@ impl TestApp {
         .await
     }
 }
+
+impl TestApp {
+    /// Give each member `amount` of balance (setup for races), in one transaction.
+    pub async fn fund_bulk(&self, members: &[(i64, String)], amount: i64) {
+        let now = shopd::store::now();
+        let amount =
+            shopd::domain::money::ChargeAmount::parse(amount, &Default::default()).expect("amount");
+        let mut tx = self.db.begin().await.expect("begin");
+        for (user_id, _) in members {
+            let cmd = shopd::store::balance::Charge {
+                user_id: *user_id,
+                amount,
+                max_balance: self.settings.max_balance,
+                now,
+            };
+            shopd::store::balance::charge(&mut tx, cmd)
+                .await
+                .expect("charge");
+        }
+        tx.commit().await.expect("commit");
+    }
+
+    /// Place an order of `items` ([(productId, quantity)]) with extra fields merged in.
+    pub async fn order(
+        &self,
+        token: &str,
+        items: &[(i64, i64)],
+        extra: Value,
+    ) -> (StatusCode, Value) {
+        let mut body = json!({
+            "items": items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect::<Vec<_>>(),
+        });
+        for (k, v) in extra.as_object().expect("object") {
+            body[k] = v.clone();
+        }
+        self.post("/orders", Some(token), body).await
+    }
+
+    pub async fn stock_of(&self, product_id: i64) -> i64 {
+        let (_, body) = self
+            .get(&format!("/products/{product_id}"), Some(ADMIN_TOKEN))
+            .await;
+        body["stock"].as_i64().expect("stock")
+    }
+
+    pub async fn balance_of(&self, user_id: i64) -> i64 {
+        let (_, body) = self
+            .get(&format!("/users/{user_id}/balance"), Some(ADMIN_TOKEN))
+            .await;
+        body["balance"].as_i64().expect("balance")
+    }
+}

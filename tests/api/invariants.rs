@@ -64,16 +64,69 @@ pub async fn assert_invariants(app: &TestApp) {
     .expect("doubles");
     assert_eq!(doubles, 0, "a member holds at most one coupon per campaign");
 
-    // §9.1: stock >= 0 and initial + restocks = stock (+ what orders hold).
-    let products: Vec<(i64, i64, i64)> = sql_all!((i64, i64, i64); &mut conn,
-        "SELECT p.id, p.stock, CAST(COALESCE((SELECT SUM(a.delta) FROM stock_adjustments a WHERE a.product_id = p.id), 0) AS BIGINT)
+    // §9.1: stock >= 0 and initial + restocks = stock + held by PENDING orders + sold in PAID orders.
+    let products: Vec<(i64, i64, i64, i64)> = sql_all!((i64, i64, i64, i64); &mut conn,
+        "SELECT p.id, p.stock,
+                CAST(COALESCE((SELECT SUM(a.delta) FROM stock_adjustments a WHERE a.product_id = p.id), 0) AS BIGINT),
+                CAST(COALESCE((SELECT SUM(l.quantity) FROM order_lines l JOIN orders o ON o.id = l.order_id
+                               WHERE l.product_id = p.id AND o.status IN ('PENDING', 'PAID')), 0) AS BIGINT)
          FROM products p ORDER BY p.id")
     .expect("products");
-    for (product_id, stock, supplied) in products {
+    for (product_id, stock, supplied, held) in products {
         assert!(stock >= 0, "product {product_id} stock {stock}");
         assert_eq!(
-            supplied, stock,
-            "product {product_id}: supplied {supplied} = stock {stock}"
+            supplied,
+            stock + held,
+            "product {product_id}: supplied {supplied} = stock {stock} + held/sold {held}"
         );
     }
+
+    // §9.3: a user coupon is USED exactly when one live order holds it.
+    let coupon_mismatches: i64 = sql_scalar!(&mut conn,
+        "SELECT COUNT(*) FROM user_coupons uc WHERE
+            (uc.status = 'USED') <> EXISTS (SELECT 1 FROM orders o WHERE o.user_coupon_id = uc.id
+                                            AND o.status IN ('PENDING', 'PAID') AND uc.order_id = o.id)")
+    .expect("coupon use");
+    assert_eq!(coupon_mismatches, 0, "USED coupons match live orders");
+    let shared: i64 = sql_scalar!(&mut conn,
+        "SELECT COUNT(*) FROM (SELECT user_coupon_id FROM orders WHERE user_coupon_id IS NOT NULL
+                               AND status IN ('PENDING', 'PAID') GROUP BY user_coupon_id HAVING COUNT(*) > 1) s")
+    .expect("shared coupons");
+    assert_eq!(shared, 0, "a user coupon is used by at most one live order");
+
+    // §9.4: a PAID order has exactly one SUCCEEDED payment of its total and one ORDER_PAID event;
+    // other orders have neither.
+    let orders: Vec<(i64, String, i64, i64, i64, i64)> = sql_all!((i64, String, i64, i64, i64, i64); &mut conn,
+        "SELECT o.id, o.status, o.total,
+                (SELECT COUNT(*) FROM payments p WHERE p.order_id = o.id AND p.status = 'SUCCEEDED'),
+                CAST(COALESCE((SELECT SUM(p.amount) FROM payments p WHERE p.order_id = o.id AND p.status = 'SUCCEEDED'), 0) AS BIGINT),
+                (SELECT COUNT(*) FROM outbox_events e WHERE e.aggregate_id = o.id AND e.event_type = 'ORDER_PAID')
+         FROM orders o")
+    .expect("orders");
+    for (id, status, total, succeeded, paid_amount, events) in orders {
+        if status == "PAID" {
+            assert_eq!(
+                (succeeded, paid_amount, events),
+                (1, total, 1),
+                "PAID order {id}"
+            );
+        } else {
+            assert_eq!((succeeded, events), (0, 0), "{status} order {id}");
+        }
+    }
+    // Payments and the ledger agree.
+    let payments: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM payments WHERE status = 'SUCCEEDED'"
+    )
+    .expect("payments");
+    let debits: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM balance_ledger WHERE kind = 'PAYMENT'"
+    )
+    .expect("debits");
+    assert_eq!(
+        payments, -debits,
+        "PAYMENT ledger entries equal succeeded payments"
+    );
 }

@@ -9,4 +9,5 @@ mod concurrency;
 mod coupons;
 mod members;
 mod openapi;
+mod orders;
 mod products;
