@@ -387,19 +387,20 @@ impl TestApp {
     }
 
     /// Place an order of `items` ([(productId, quantity)]) with extra fields merged in.
-    pub async fn order(
+    pub fn order(
         &self,
         token: &str,
         items: &[(i64, i64)],
         extra: Value,
-    ) -> (StatusCode, Value) {
+    ) -> impl Future<Output = (StatusCode, Value)> + use<'_> {
         let mut body = json!({
             "items": items.iter().map(|(p, q)| json!({ "productId": p, "quantity": q })).collect::<Vec<_>>(),
         });
         for (k, v) in extra.as_object().expect("object") {
             body[k] = v.clone();
         }
-        self.post("/orders", Some(token), body).await
+        let token = token.to_string();
+        async move { self.post("/orders", Some(&token), body).await }
     }
 
     pub async fn stock_of(&self, product_id: i64) -> i64 {

@@ -9,5 +9,6 @@ mod concurrency;
 mod coupons;
 mod members;
 mod openapi;
+mod order_races;
 mod orders;
 mod products;
