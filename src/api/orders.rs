@@ -314,6 +314,12 @@ async fn place_order(
                     now,
                 };
                 let placed = store_orders::place_order(tx, cmd).await?;
+                let outcome = match placed.payment {
+                    None => "PENDING",
+                    Some(Payment::Succeeded) => "PAID",
+                    Some(Payment::InsufficientBalance { .. }) => "INSUFFICIENT_BALANCE",
+                };
+                metrics::counter!("orders_placed_total", "outcome" => outcome).increment(1);
                 match placed.payment {
                     Some(Payment::InsufficientBalance { balance }) => {
                         let total: i64 = crate::sql_scalar!(
@@ -329,6 +335,9 @@ async fn place_order(
         }),
     )
     .await
+    .inspect_err(|err| {
+        metrics::counter!("orders_placed_total", "outcome" => err.code()).increment(1)
+    })
 }
 
 /// One order with lines, amounts, coupon, payments and status history.
