@@ -321,12 +321,7 @@ async fn place_order(
                 };
                 metrics::counter!("orders_placed_total", "outcome" => outcome).increment(1);
                 match placed.payment {
-                    Some(Payment::InsufficientBalance { balance }) => {
-                        let total: i64 = crate::sql_scalar!(
-                            tx,
-                            "SELECT total FROM orders WHERE id = $1",
-                            placed.order_id
-                        )?;
+                    Some(Payment::InsufficientBalance { balance, total }) => {
                         insufficient(placed.order_id, total, balance)
                     }
                     _ => order_reply(tx, StatusCode::CREATED, placed.order_id).await,
@@ -384,12 +379,7 @@ async fn pay_order(
                     PayOutcome::Paid(Payment::Succeeded) => {
                         order_reply(tx, StatusCode::OK, order_id).await
                     }
-                    PayOutcome::Paid(Payment::InsufficientBalance { balance }) => {
-                        let total: i64 = crate::sql_scalar!(
-                            tx,
-                            "SELECT total FROM orders WHERE id = $1",
-                            order_id
-                        )?;
+                    PayOutcome::Paid(Payment::InsufficientBalance { balance, total }) => {
                         insufficient(order_id, total, balance)
                     }
                     // The expiry is a real change: commit it, then answer 409.

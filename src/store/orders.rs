@@ -111,6 +111,7 @@ pub enum Payment {
     /// Recorded as FAILED; the order stays PENDING with everything held.
     InsufficientBalance {
         balance: i64,
+        total: i64,
     },
 }
 
@@ -361,7 +362,10 @@ async fn settle(tx: &mut Tx, order: &OrderRow, now: DateTime<Utc>) -> AppResult<
         )?;
         let balance: i64 =
             sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?;
-        return Ok(Payment::InsufficientBalance { balance });
+        return Ok(Payment::InsufficientBalance {
+            balance,
+            total: order.total,
+        });
     };
     balance::append_ledger(
         tx,
