@@ -37,6 +37,8 @@ pub struct AppState {
     pub limits: BalanceLimits,
     /// SHA-256 hashes of the accepted admin tokens.
     pub admin_token_hashes: Arc<[String]>,
+    /// Wakes the outbox relay after a commit that wrote events.
+    pub outbox_wakeup: crate::relay::Wakeup,
 }
 
 pub struct Application {
@@ -70,6 +72,7 @@ impl Application {
             limits: settings.balance_limits(),
             settings: Arc::new(settings),
             admin_token_hashes: admin_token_hashes.into(),
+            outbox_wakeup: crate::relay::Wakeup::default(),
         };
         let router = router(state.clone());
         Ok(Self {
@@ -156,6 +159,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "coupons", description = "Coupon campaigns and first-come-first-served issuance"),
         (name = "cart", description = "The member's cart"),
         (name = "orders", description = "Orders and payment from the balance"),
+        (name = "outbox", description = "Delivery of paid orders to the data platform"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -184,6 +188,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::coupons::router())
         .merge(api::cart::router())
         .merge(api::orders::router())
+        .merge(api::outbox::router())
         .split_for_parts()
 }
 

@@ -22,6 +22,24 @@ pub enum Command {
     Migrate(DatabaseSettings),
     /// Fill a demo catalogue and members, printing their tokens.
     SeedDemo(DatabaseSettings),
+    /// Run a stand-in data platform that receives ORDER_PAID events.
+    MockPlatform(MockPlatformArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MockPlatformArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub listen: String,
+    /// Verify `shopd-signature` with this secret.
+    #[arg(long)]
+    pub secret: Option<String>,
+    /// Fraction of deliveries to fail on purpose with 503 (0.0–1.0).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Delay before answering each delivery (humantime, e.g. 200ms).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
+    pub delay: std::time::Duration,
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -33,6 +51,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             db.migrate().await?;
             println!("migrations applied");
             db.close().await;
+            Ok(())
+        }
+        Command::MockPlatform(args) => {
+            init_logging(LogFormat::Text);
+            if !(0.0..=1.0).contains(&args.fail_rate) {
+                anyhow::bail!("--fail-rate must be between 0 and 1");
+            }
+            let config = crate::mock_platform::MockConfig {
+                secret: args.secret,
+                fail_rate: args.fail_rate,
+                delay: args.delay,
+            };
+            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+            println!(
+                "mock data platform listening on http://{}/events",
+                listener.local_addr()?
+            );
+            let shutdown = tokio_util::sync::CancellationToken::new();
+            let on_signal = shutdown.clone();
+            tokio::spawn(async move {
+                let _ = tokio::signal::ctrl_c().await;
+                on_signal.cancel();
+            });
+            crate::mock_platform::MockPlatform::new(config)
+                .serve(listener, shutdown)
+                .await?;
             Ok(())
         }
         Command::SeedDemo(db) => {

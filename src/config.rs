@@ -69,6 +69,26 @@ pub struct Settings {
     #[arg(long, env = "SHOPD_DATA_PLATFORM_SECRET")]
     pub data_platform_secret: Option<String>,
 
+    /// Delivery attempts before an event is DEAD.
+    #[arg(long, env = "SHOPD_OUTBOX_MAX_ATTEMPTS", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub outbox_max_attempts: u32,
+
+    /// First retry delay; doubles per failed attempt (with jitter).
+    #[arg(long, env = "SHOPD_OUTBOX_BACKOFF_BASE", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub outbox_backoff_base: Duration,
+
+    /// Longest retry delay.
+    #[arg(long, env = "SHOPD_OUTBOX_BACKOFF_MAX", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub outbox_backoff_max: Duration,
+
+    /// How often the relay sweeps for events it was not woken for (crash, restart, other instances).
+    #[arg(long, env = "SHOPD_OUTBOX_SWEEP_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub outbox_sweep_interval: Duration,
+
+    /// Timeout of one delivery request.
+    #[arg(long, env = "SHOPD_DATA_PLATFORM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub data_platform_timeout: Duration,
+
     /// How long an unpaid order holds its stock and coupon.
     #[arg(long, env = "SHOPD_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -111,6 +131,11 @@ impl Settings {
             admin_token: Vec::new(),
             data_platform_url: None,
             data_platform_secret: None,
+            outbox_max_attempts: 20,
+            outbox_backoff_base: Duration::from_secs(1),
+            outbox_backoff_max: Duration::from_secs(300),
+            outbox_sweep_interval: Duration::from_secs(10),
+            data_platform_timeout: Duration::from_secs(10),
             reservation_ttl: Duration::from_secs(15 * 60),
             max_balance: 10_000_000,
             max_charge: 1_000_000,

@@ -37,7 +37,7 @@ pub enum AppError {
     NotFound {
         code: &'static str,
         what: &'static str,
-        id: i64,
+        id: Value,
     },
     #[error("no such route")]
     RouteNotFound,
@@ -99,20 +99,21 @@ impl AppError {
         }
     }
 
-    pub fn user_not_found(id: i64) -> Self {
+    /// A `404` with a stable code; `id` is echoed in `details.id`.
+    pub fn not_found(code: &'static str, what: &'static str, id: impl Into<Value>) -> Self {
         AppError::NotFound {
-            code: "USER_NOT_FOUND",
-            what: "user",
-            id,
+            code,
+            what,
+            id: id.into(),
         }
     }
 
+    pub fn user_not_found(id: i64) -> Self {
+        Self::not_found("USER_NOT_FOUND", "user", id)
+    }
+
     pub fn product_not_found(id: i64) -> Self {
-        AppError::NotFound {
-            code: "PRODUCT_NOT_FOUND",
-            what: "product",
-            id,
-        }
+        Self::not_found("PRODUCT_NOT_FOUND", "product", id)
     }
 
     pub fn status(&self) -> StatusCode {

@@ -18,7 +18,10 @@ pub mod domain;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod mock_platform;
+pub mod relay;
 pub mod seed;
+pub mod signature;
 pub mod store;
 pub mod workers;
 

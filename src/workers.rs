@@ -22,6 +22,18 @@ impl Workers {
 
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
+    match crate::relay::Relay::new(state.clone()) {
+        Ok(Some(relay)) => {
+            set.spawn(relay.run(shutdown.clone()));
+        }
+        Ok(None) => {}
+        Err(err) => tracing::error!(error = ?err, "cannot start the outbox relay"),
+    }
+    let gauges_state = state.clone();
+    set.spawn(every(Duration::from_secs(5), shutdown.clone(), move || {
+        let state = gauges_state.clone();
+        async move { crate::relay::update_gauges(&state).await }
+    }));
     let sweeper_state = state.clone();
     set.spawn(every(
         state.settings.sweep_interval,

@@ -5,6 +5,7 @@ pub mod cart;
 pub mod coupons;
 pub mod health;
 pub mod orders;
+pub mod outbox;
 pub mod products;
 pub mod users;
 

@@ -330,6 +330,7 @@ async fn place_order(
         }),
     )
     .await
+    .inspect(|_| state.outbox_wakeup.notify())
     .inspect_err(|err| {
         metrics::counter!("orders_placed_total", "outcome" => err.code()).increment(1)
     })
@@ -392,6 +393,7 @@ async fn pay_order(
         }),
     )
     .await
+    .inspect(|_| state.outbox_wakeup.notify())
 }
 
 /// Cancel a PENDING order: stock and coupon are given back at once.

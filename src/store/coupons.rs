@@ -144,11 +144,7 @@ fn sold_out(coupon_id: i64) -> AppError {
 }
 
 pub fn coupon_not_found(coupon_id: i64) -> AppError {
-    AppError::NotFound {
-        code: "COUPON_NOT_FOUND",
-        what: "coupon",
-        id: coupon_id,
-    }
+    AppError::not_found("COUPON_NOT_FOUND", "coupon", coupon_id)
 }
 
 /// Issue one coupon of the campaign to the member, first come first served.

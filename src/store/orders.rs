@@ -137,11 +137,7 @@ fn coupon_invalid(reason: &str, message: &str, extra: serde_json::Value) -> AppE
 }
 
 pub fn order_not_found(order_id: i64) -> AppError {
-    AppError::NotFound {
-        code: "ORDER_NOT_FOUND",
-        what: "order",
-        id: order_id,
-    }
+    AppError::not_found("ORDER_NOT_FOUND", "order", order_id)
 }
 
 /// Create an order: reserve stock, snapshot lines, take the coupon, and (if asked) pay.
@@ -270,11 +266,7 @@ async fn why_not_reservable(tx: &mut Tx, lines: &OrderLines, failed: usize) -> A
         }
     }
     Ok(if !missing.is_empty() {
-        AppError::NotFound {
-            code: "PRODUCT_NOT_FOUND",
-            what: "product",
-            id: missing[0],
-        }
+        AppError::product_not_found(missing[0])
     } else if !not_on_sale.is_empty() {
         AppError::conflict(
             "PRODUCT_NOT_ON_SALE",

@@ -148,16 +148,24 @@ impl TestApp {
 
     /// Another server instance on the same database (multi-instance races).
     pub async fn second_instance(&self) -> TestApp {
+        self.instance_with(|_| {}).await
+    }
+
+    /// Another server instance on the same database, with adjusted settings (a restart with a
+    /// new configuration, or a differently configured peer).
+    pub async fn instance_with(&self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
+        let mut settings = self.settings.clone();
+        adjust(&mut settings);
         let db = match &self.storage {
             Storage::Postgres { base_url, schema } => connect_pg_schema(base_url, schema).await,
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
-        let address = Self::start(self.settings.clone(), db.clone()).await;
+        let address = Self::start(settings.clone(), db.clone()).await;
         TestApp {
             address,
             client: reqwest::Client::new(),
             db,
-            settings: self.settings.clone(),
+            settings,
             storage: Storage::Shared,
         }
     }
@@ -416,4 +424,37 @@ impl TestApp {
             .await;
         body["balance"].as_i64().expect("balance")
     }
+}
+
+/// A mock data platform on a free port; returns it and its delivery URL.
+pub async fn mock_platform(
+    config: shopd::mock_platform::MockConfig,
+) -> (shopd::mock_platform::MockPlatform, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/events", listener.local_addr().expect("addr"));
+    let platform = shopd::mock_platform::MockPlatform::new(config);
+    tokio::spawn(
+        platform
+            .clone()
+            .serve(listener, tokio_util::sync::CancellationToken::new()),
+    );
+    (platform, url)
+}
+
+/// Poll `check` every 20 ms until it holds or `seconds` pass; returns whether it held.
+pub async fn eventually<F, Fut>(seconds: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while std::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
 }

@@ -11,4 +11,5 @@ mod members;
 mod openapi;
 mod order_races;
 mod orders;
+mod outbox;
 mod products;

@@ -1,0 +1,303 @@
+//! Delivery of ORDER_PAID events to the data platform (SPEC §10).
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use shopd::mock_platform::MockConfig;
+
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code, eventually, mock_platform};
+use crate::invariants::assert_invariants;
+use crate::on_both_backends;
+
+on_both_backends!(
+    paid_orders_are_delivered_signed,
+    a_flaky_platform_loses_nothing,
+    a_dead_platform_leads_to_dead_events_that_can_be_replayed,
+    events_committed_before_a_crash_are_delivered_after_restart,
+    two_instances_deliver_every_event,
+);
+
+const SECRET: &str = "whsec_test";
+
+/// Members with balance who each pay one order of `product`.
+async fn pay_orders(app: &TestApp, product: i64, n: usize) -> Vec<i64> {
+    let members = app.members_bulk(n).await;
+    app.fund_bulk(&members, 100_000).await;
+    let results = join_all(
+        members
+            .iter()
+            .map(|(_, token)| app.order(token, &[(product, 1)], json!({}))),
+    )
+    .await;
+    results
+        .iter()
+        .map(|(status, body)| {
+            assert_eq!(*status, StatusCode::CREATED, "{body}");
+            body["id"].as_i64().unwrap()
+        })
+        .collect()
+}
+
+async fn event_ids_by_status(app: &TestApp, status: &str) -> Vec<String> {
+    let (code_, page) = app
+        .get(
+            &format!("/admin/outbox?status={status}&limit=100"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(code_, StatusCode::OK, "{page}");
+    page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["eventId"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn paid_orders_are_delivered_signed(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig {
+        secret: Some(SECRET.into()),
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.data_platform_secret = Some(SECRET.into());
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    let orders = pay_orders(&app, product, 10).await;
+    assert!(
+        eventually(10, || async { platform.stats().unique_events == 10 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    let stats = platform.stats();
+    assert_eq!((stats.bad_signatures, stats.malformed), (0, 0));
+
+    // Each event is the order's ORDER_PAID payload, and the outbox knows it was delivered.
+    let mut received: Vec<i64> = platform
+        .events()
+        .iter()
+        .map(|e| e["order"]["id"].as_i64().unwrap())
+        .collect();
+    received.sort_unstable();
+    let mut expected = orders.clone();
+    expected.sort_unstable();
+    assert_eq!(received, expected);
+    let event: &Value = &platform.events()[0];
+    assert_eq!(event["type"], "ORDER_PAID");
+    assert_eq!(event["order"]["status"], "PAID");
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 10
+        })
+        .await
+    );
+    let ids: Vec<String> = platform
+        .events()
+        .iter()
+        .map(|e| e["eventId"].as_str().unwrap().to_string())
+        .collect();
+    let delivered = event_ids_by_status(&app, "DELIVERED").await;
+    assert!(ids.iter().all(|id| delivered.contains(id)));
+    assert_invariants(&app).await;
+}
+
+async fn a_flaky_platform_loses_nothing(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig {
+        secret: Some(SECRET.into()),
+        fail_rate: 0.5,
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.data_platform_secret = Some(SECRET.into());
+        s.outbox_backoff_base = Duration::from_millis(10);
+        s.outbox_backoff_max = Duration::from_millis(100);
+        s.outbox_max_attempts = 60;
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 20).await;
+    assert!(
+        eventually(20, || async { platform.stats().unique_events == 20 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    assert!(
+        platform.stats().failed_on_purpose > 0,
+        "the platform did fail sometimes"
+    );
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 20
+        })
+        .await
+    );
+    assert!(event_ids_by_status(&app, "DEAD").await.is_empty());
+}
+
+async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig {
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.outbox_backoff_base = Duration::from_millis(20);
+        s.outbox_backoff_max = Duration::from_millis(200);
+        s.outbox_max_attempts = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 3).await;
+    assert!(
+        eventually(10, || async {
+            event_ids_by_status(&app, "DEAD").await.len() == 3
+        })
+        .await
+    );
+    let (_, dead) = app
+        .get("/admin/outbox?status=DEAD", Some(ADMIN_TOKEN))
+        .await;
+    for event in dead["items"].as_array().unwrap() {
+        assert_eq!(event["attempts"], 4, "{event}");
+        assert_eq!(event["lastError"], "HTTP 503 Service Unavailable");
+    }
+    assert_eq!(
+        platform.stats().failed_on_purpose,
+        12,
+        "exactly max attempts per event, no more"
+    );
+
+    // The platform recovers; an operator replays the dead letters.
+    platform.set_fail_rate(0.0);
+    for id in event_ids_by_status(&app, "DEAD").await {
+        let (status, event) = app
+            .post(
+                &format!("/admin/outbox/{id}/retry"),
+                Some(ADMIN_TOKEN),
+                json!(null),
+            )
+            .await;
+        assert_eq!(
+            (status, event["status"].as_str(), event["attempts"].as_i64()),
+            (StatusCode::OK, Some("PENDING"), Some(0))
+        );
+    }
+    assert!(
+        eventually(10, || async { platform.stats().unique_events == 3 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 3
+        })
+        .await
+    );
+    let delivered = event_ids_by_status(&app, "DELIVERED").await;
+    let (status, err) = app
+        .post(
+            &format!("/admin/outbox/{}/retry", delivered[0]),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::CONFLICT, "OUTBOX_EVENT_DELIVERED")
+    );
+    let (status, err) = app
+        .post("/admin/outbox/nope/retry", Some(ADMIN_TOKEN), json!(null))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::NOT_FOUND, "OUTBOX_EVENT_NOT_FOUND")
+    );
+    let (status, err) = app
+        .get("/admin/outbox?status=LOST", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+    );
+    let (_, member) = app.post("/users", None, json!({ "name": "m" })).await;
+    let (status, _) = app.get("/admin/outbox", member["token"].as_str()).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Backend) {
+    // First life: the relay never gets to deliver (no platform configured, as if it crashed
+    // right after commit).
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 5).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(event_ids_by_status(&app, "PENDING").await.len(), 5);
+
+    // Second life on the same database: the start-up sweep delivers what was committed.
+    let (platform, url) = mock_platform(MockConfig::default()).await;
+    let restarted = app.instance_with(|s| s.data_platform_url = Some(url)).await;
+    assert!(
+        eventually(10, || async { platform.stats().unique_events == 5 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&restarted, "DELIVERED").await.len() == 5
+        })
+        .await
+    );
+}
+
+async fn two_instances_deliver_every_event(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig {
+        delay: Duration::from_millis(5),
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(first) = TestApp::spawn_with(backend, |s| s.data_platform_url = Some(url)).await
+    else {
+        return;
+    };
+    let second = first.second_instance().await;
+    let product = first.product("Mug", 1_000, 1_000).await;
+    let members = first.members_bulk(40).await;
+    first.fund_bulk(&members, 100_000).await;
+    let results = join_all(members.iter().enumerate().map(|(i, (_, token))| {
+        let app = if i % 2 == 0 { &first } else { &second };
+        app.order(token, &[(product, 1)], json!({}))
+    }))
+    .await;
+    assert!(results.iter().all(|(s, _)| *s == StatusCode::CREATED));
+    assert!(
+        eventually(15, || async { platform.stats().unique_events == 40 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&first, "DELIVERED").await.len() == 40
+        })
+        .await
+    );
+    assert_invariants(&first).await;
+}
