@@ -39,6 +39,8 @@ pub struct AppState {
     pub admin_token_hashes: Arc<[String]>,
     /// Wakes the outbox relay after a commit that wrote events.
     pub outbox_wakeup: crate::relay::Wakeup,
+    /// The in-memory best-seller snapshot.
+    pub ranking: crate::ranking::RankingCache,
 }
 
 pub struct Application {
@@ -73,6 +75,7 @@ impl Application {
             settings: Arc::new(settings),
             admin_token_hashes: admin_token_hashes.into(),
             outbox_wakeup: crate::relay::Wakeup::default(),
+            ranking: crate::ranking::RankingCache::default(),
         };
         let router = router(state.clone());
         Ok(Self {
@@ -160,6 +163,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "cart", description = "The member's cart"),
         (name = "orders", description = "Orders and payment from the balance"),
         (name = "outbox", description = "Delivery of paid orders to the data platform"),
+        (name = "ranking", description = "Best-sellers from precomputed daily aggregates"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -189,6 +193,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::cart::router())
         .merge(api::orders::router())
         .merge(api::outbox::router())
+        .merge(api::ranking::router())
         .split_for_parts()
 }
 

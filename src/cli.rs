@@ -22,8 +22,19 @@ pub enum Command {
     Migrate(DatabaseSettings),
     /// Fill a demo catalogue and members, printing their tokens.
     SeedDemo(DatabaseSettings),
+    /// Run the best-seller aggregation once and print the current top 5 over 3 days.
+    Rank(RankArgs),
     /// Run a stand-in data platform that receives ORDER_PAID events.
     MockPlatform(MockPlatformArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RankArgs {
+    #[command(flatten)]
+    pub database: DatabaseSettings,
+    /// Recompute every day (after correcting order data by hand), not only recent days.
+    #[arg(long)]
+    pub full: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -50,6 +61,49 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect(&db).await?;
             db.migrate().await?;
             println!("migrations applied");
+            db.close().await;
+            Ok(())
+        }
+        Command::Rank(args) => {
+            init_logging(LogFormat::Text);
+            let db = connect(&args.database).await?;
+            db.migrate().await?;
+            let cache = crate::ranking::RankingCache::default();
+            let (run, snapshot) = crate::ranking::refresh(
+                &db,
+                &cache,
+                crate::store::ranking::AggregateOptions {
+                    full: args.full,
+                    wait_for_lock: true,
+                },
+            )
+            .await
+            .map_err(anyhow::Error::new)?;
+            match run {
+                crate::store::ranking::JobRun::Ran { since: Some(day) } => {
+                    println!("aggregated PAID orders from {day} on")
+                }
+                crate::store::ranking::JobRun::Ran { since: None } => {
+                    println!("aggregated all PAID orders")
+                }
+                crate::store::ranking::JobRun::Skipped => {
+                    println!("another instance is running the job; showing its last result")
+                }
+            }
+            println!(
+                "best-sellers over 3 days, as of {}:",
+                crate::api::format_time(snapshot.as_of)
+            );
+            for (i, r) in snapshot.top(3, 5).iter().enumerate() {
+                println!(
+                    "  {}. #{} {} — {} sold, revenue {}",
+                    i + 1,
+                    r.product_id,
+                    r.name,
+                    r.sold_quantity,
+                    r.revenue
+                );
+            }
             db.close().await;
             Ok(())
         }

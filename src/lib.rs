@@ -19,6 +19,7 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod mock_platform;
+pub mod ranking;
 pub mod relay;
 pub mod seed;
 pub mod signature;

@@ -34,6 +34,20 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> Workers {
         let state = gauges_state.clone();
         async move { crate::relay::update_gauges(&state).await }
     }));
+    let ranking_state = state.clone();
+    set.spawn(every(
+        state.settings.ranking_interval,
+        shutdown.clone(),
+        move || {
+            let state = ranking_state.clone();
+            async move {
+                crate::ranking::refresh(&state.db, &state.ranking, Default::default())
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                Ok(())
+            }
+        },
+    ));
     let sweeper_state = state.clone();
     set.spawn(every(
         state.settings.sweep_interval,

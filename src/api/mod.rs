@@ -7,6 +7,7 @@ pub mod health;
 pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod ranking;
 pub mod users;
 
 use chrono::{DateTime, SecondsFormat, Utc};

@@ -11,6 +11,7 @@ pub mod idempotency;
 pub mod orders;
 pub mod outbox;
 pub mod products;
+pub mod ranking;
 pub mod users;
 
 use chrono::{DateTime, SubsecRound, Utc};

@@ -13,3 +13,4 @@ mod order_races;
 mod orders;
 mod outbox;
 mod products;
+mod ranking;
