@@ -1,0 +1,23 @@
+-- The shopd order transaction (two lines, pay at once), as raw SQL: the baseline that
+-- shopd's end-to-end uniform-orders throughput is compared with. :hot = 1 makes every order
+-- hit product 1 (the flash-sale hot row).
+\set uid random(1, 10000)
+\set pa random(1, 999)
+\set pb :pa + 1
+BEGIN;
+UPDATE products SET stock = stock - 1 WHERE id = :pa AND status = 'ON_SALE' AND stock >= 1 RETURNING name, price;
+UPDATE products SET stock = stock - 1 WHERE id = :pb AND status = 'ON_SALE' AND stock >= 1 RETURNING name, price;
+INSERT INTO orders (user_id, status, from_cart, subtotal, discount, total, expires_at, created_at, updated_at)
+  VALUES (:uid, 'PENDING', false, 2000, 0, 2000, now() + interval '15 minutes', now(), now()) RETURNING id AS order_id \gset
+INSERT INTO order_lines (order_id, product_id, name, unit_price, quantity, line_total) VALUES (:order_id, :pa, 'p', 1000, 1, 1000);
+INSERT INTO order_lines (order_id, product_id, name, unit_price, quantity, line_total) VALUES (:order_id, :pb, 'p', 1000, 1, 1000);
+INSERT INTO order_status_history (order_id, from_status, to_status, reason, created_at) VALUES (:order_id, NULL, 'PENDING', 'PLACED', now());
+UPDATE users SET balance = balance - 2000, balance_updated_at = now() WHERE id = :uid AND balance >= 2000 RETURNING balance;
+INSERT INTO balance_ledger (user_id, kind, amount, balance_after, order_id, created_at) VALUES (:uid, 'PAYMENT', -2000, 0, :order_id, now());
+INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES (:order_id, :uid, 2000, 'SUCCEEDED', now());
+UPDATE orders SET status = 'PAID', paid_at = now(), updated_at = now() WHERE id = :order_id AND status = 'PENDING';
+INSERT INTO order_status_history (order_id, from_status, to_status, reason, created_at) VALUES (:order_id, 'PENDING', 'PAID', 'PAYMENT_SUCCEEDED', now());
+SELECT product_id, name, unit_price, quantity, line_total FROM order_lines WHERE order_id = :order_id;
+INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+  VALUES (gen_random_uuid()::text, 'ORDER_PAID', :order_id, '{}', 'PENDING', 0, now(), now());
+END;
