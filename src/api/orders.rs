@@ -322,9 +322,9 @@ async fn place_order(
                 metrics::counter!("orders_placed_total", "outcome" => outcome).increment(1);
                 match placed.payment {
                     Some(Payment::InsufficientBalance { balance, total }) => {
-                        insufficient(placed.order_id, total, balance)
+                        insufficient(placed.details.order.id, total, balance)
                     }
-                    _ => order_reply(tx, StatusCode::CREATED, placed.order_id).await,
+                    _ => Reply::json(StatusCode::CREATED, &Order::try_from(placed.details)?),
                 }
             })
         }),

@@ -115,9 +115,9 @@ pub enum Payment {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Placed {
-    pub order_id: i64,
+    /// The order as committed, assembled from what the transaction wrote (no re-read).
+    pub details: OrderDetails,
     /// `None` when the order was placed with `pay: false`.
     pub payment: Option<Payment>,
 }
@@ -229,15 +229,48 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
     }
     record_transition(tx, order.id, None, OrderStatus::Pending, "PLACED", now).await?;
 
+    let lines: Vec<LineRow> = snapshot
+        .into_iter()
+        .map(
+            |(product_id, name, unit_price, quantity, line_total)| LineRow {
+                order_id: order.id,
+                product_id,
+                name,
+                unit_price,
+                quantity,
+                line_total,
+            },
+        )
+        .collect();
+    let mut details = OrderDetails {
+        history: vec![HistoryRow {
+            order_id: order.id,
+            from_status: None,
+            to_status: OrderStatus::Pending.as_str().to_string(),
+            reason: "PLACED".to_string(),
+            created_at: now,
+        }],
+        order,
+        lines,
+        payments: Vec::new(),
+    };
     let payment = if pay {
-        Some(settle(tx, &order, now).await?)
+        let (payment, attempt) = settle(tx, &mut details.order, &details.lines, now).await?;
+        details.payments.push(attempt);
+        if payment == Payment::Succeeded {
+            details.history.push(HistoryRow {
+                order_id: details.order.id,
+                from_status: Some(OrderStatus::Pending.as_str().to_string()),
+                to_status: OrderStatus::Paid.as_str().to_string(),
+                reason: "PAYMENT_SUCCEEDED".to_string(),
+                created_at: now,
+            });
+        }
+        Some(payment)
     } else {
         None
     };
-    Ok(Placed {
-        order_id: order.id,
-        payment,
-    })
+    Ok(Placed { details, payment })
 }
 
 /// Explain why the line at `failed` could not be reserved, naming every product that fails.
@@ -337,27 +370,30 @@ async fn usable_coupon(
 
 /// Pay a PENDING order whose row this transaction holds: debit (never below zero), payment,
 /// ledger, PAID, cart clean-up, outbox event — or a recorded FAILED attempt.
-async fn settle(tx: &mut Tx, order: &OrderRow, now: DateTime<Utc>) -> AppResult<Payment> {
+/// `lines` are the order's lines (for the outbox payload); on success `order` is updated to PAID.
+async fn settle(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    lines: &[LineRow],
+    now: DateTime<Utc>,
+) -> AppResult<(Payment, PaymentRow)> {
     let debited: Option<i64> = sql_scalar_optional!(tx,
         "UPDATE users SET balance = balance - $1, balance_updated_at = $2 WHERE id = $3 AND balance >= $1
          RETURNING balance",
         order.total, now, order.user_id)?;
     let Some(balance_after) = debited else {
-        sql_execute!(
-            tx,
+        let attempt = sql_one!(PaymentRow; tx,
             "INSERT INTO payments (order_id, user_id, amount, status, failure_code, created_at)
-             VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)",
-            order.id,
-            order.user_id,
-            order.total,
-            now
-        )?;
+             VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)
+             RETURNING id, order_id, amount, status, failure_code, created_at",
+            order.id, order.user_id, order.total, now)?;
         let balance: i64 =
             sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?;
-        return Ok(Payment::InsufficientBalance {
+        let payment = Payment::InsufficientBalance {
             balance,
             total: order.total,
-        });
+        };
+        return Ok((payment, attempt));
     };
     balance::append_ledger(
         tx,
@@ -369,14 +405,10 @@ async fn settle(tx: &mut Tx, order: &OrderRow, now: DateTime<Utc>) -> AppResult<
         now,
     )
     .await?;
-    sql_execute!(
-        tx,
-        "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)",
-        order.id,
-        order.user_id,
-        order.total,
-        now
-    )?;
+    let attempt = sql_one!(PaymentRow; tx,
+        "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)
+         RETURNING id, order_id, amount, status, failure_code, created_at",
+        order.id, order.user_id, order.total, now)?;
     let paid = sql_execute!(
         tx,
         "UPDATE orders SET status = 'PAID', paid_at = $1, updated_at = $1 WHERE id = $2 AND status = 'PENDING'",
@@ -406,9 +438,11 @@ async fn settle(tx: &mut Tx, order: &OrderRow, now: DateTime<Utc>) -> AppResult<
             order.id
         )?;
     }
-    let lines = order_lines(tx, order.id).await?;
-    outbox::enqueue_order_paid(tx, order, &lines, now).await?;
-    Ok(Payment::Succeeded)
+    order.status = OrderStatus::Paid.as_str().to_string();
+    order.paid_at = Some(now);
+    order.updated_at = now;
+    outbox::enqueue_order_paid(tx, order, lines, now).await?;
+    Ok((Payment::Succeeded, attempt))
 }
 
 /// Who asks: a member may only act on their own orders; admins on any.
@@ -456,7 +490,11 @@ pub async fn pay_order(
         close_order(tx, &order, OrderStatus::Expired, "EXPIRED_AT_PAYMENT", now).await?;
         return Ok(PayOutcome::ExpiredNow);
     }
-    Ok(PayOutcome::Paid(settle(tx, &order, now).await?))
+    let mut order = order;
+    let lines = order_lines(tx, order.id).await?;
+    Ok(PayOutcome::Paid(
+        settle(tx, &mut order, &lines, now).await?.0,
+    ))
 }
 
 /// Cancel a PENDING order at once. `Err(status)` if it is no longer PENDING.
