@@ -1,6 +1,5 @@
--- The flash-sale order transaction (one line on the hot product 1, pay at once), as raw SQL: the baseline that
--- shopd's end-to-end uniform-orders throughput is compared with. :hot = 1 makes every order
--- hit product 1 (the flash-sale hot row).
+-- The flash-sale order transaction as raw SQL: one line, every order on the hot product 1,
+-- pay at once. One order per commit serializes on that row's lock: the raw hot-row baseline.
 \set uid random(1, 10000)
 \set pa 1
 BEGIN;

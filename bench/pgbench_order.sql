@@ -1,6 +1,5 @@
 -- The shopd order transaction (two lines, pay at once), as raw SQL: the baseline that
--- shopd's end-to-end uniform-orders throughput is compared with. :hot = 1 makes every order
--- hit product 1 (the flash-sale hot row).
+-- shopd's end-to-end uniform-orders throughput is compared with.
 \set uid random(1, 10000)
 \set pa random(1, 999)
 \set pb :pa + 1
