@@ -31,26 +31,34 @@ pub struct CampaignRow {
     pub created_at: DateTime<Utc>,
 }
 
-/// Rebuild the discount rule from stored columns.
-fn discount(id: i64, kind: &str, value: i64, max: Option<i64>) -> AppResult<Discount> {
+/// Rebuild a coupon's terms from its stored columns (validated again: a bad row is a 500, not a
+/// silently wrong discount).
+fn stored_terms(
+    id: i64,
+    kind: &str,
+    value: i64,
+    max: Option<i64>,
+    min_order_amount: i64,
+) -> AppResult<CouponTerms> {
     let kind = DiscountType::parse(kind)
         .ok_or_else(|| anyhow::anyhow!("coupon {id} has unknown discount type {kind:?}"))?;
-    Discount::parse(kind, value, max)
-        .map_err(|e| anyhow::anyhow!("coupon {id} has an invalid stored discount: {e}").into())
+    let discount = Discount::parse(kind, value, max)
+        .map_err(|e| anyhow::anyhow!("coupon {id} has an invalid stored discount: {e}"))?;
+    Ok(CouponTerms {
+        discount,
+        min_order_amount,
+    })
 }
 
 impl CampaignRow {
     pub fn terms(&self) -> AppResult<CouponTerms> {
-        let discount = discount(
+        stored_terms(
             self.id,
             &self.discount_type,
             self.discount_value,
             self.max_discount,
-        )?;
-        Ok(CouponTerms {
-            discount,
-            min_order_amount: self.min_order_amount,
-        })
+            self.min_order_amount,
+        )
     }
 }
 
@@ -73,16 +81,13 @@ pub struct UserCouponRow {
 
 impl UserCouponRow {
     pub fn terms(&self) -> AppResult<CouponTerms> {
-        let discount = discount(
+        stored_terms(
             self.coupon_id,
             &self.discount_type,
             self.discount_value,
             self.max_discount,
-        )?;
-        Ok(CouponTerms {
-            discount,
-            min_order_amount: self.min_order_amount,
-        })
+            self.min_order_amount,
+        )
     }
 
     pub fn visible_status(&self, now: DateTime<Utc>) -> UserCouponStatus {
