@@ -201,10 +201,15 @@ pub async fn requeue(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> AppResult<Opt
     let before: Option<String> =
         crate::sql_scalar_optional!(tx, "SELECT status FROM outbox_events WHERE id = $1", id)?;
     if matches!(before.as_deref(), Some("DEAD") | Some("PENDING")) {
-        sql_execute!(tx,
-            "UPDATE outbox_events SET status = 'PENDING', attempts = 0, next_attempt_at = $1, locked_until = NULL
+        sql_execute!(
+            tx,
+            // The lease is left alone: a PENDING event in flight stays with its relay (DEAD
+            // events hold no lease), so an event is never in flight twice.
+            "UPDATE outbox_events SET status = 'PENDING', attempts = 0, next_attempt_at = $1
              WHERE id = $2 AND status IN ('DEAD', 'PENDING')",
-            now, id)?;
+            now,
+            id
+        )?;
     }
     Ok(before)
 }
