@@ -24,7 +24,7 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let head = format!("{} {}", req.method(), req.uri().path());
+        let head = request_head(req.method(), req.uri());
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 AppError::PayloadTooLarge {
@@ -74,6 +74,26 @@ pub fn fingerprint(head: &str, json: &Value) -> String {
     // serde_json's map is ordered by key, so this serialization is canonical.
     hasher.update(json.to_string().as_bytes());
     hex::encode(hasher.finalize())
+}
+
+/// "METHOD /path": what, besides the body, makes two requests the same request.
+fn request_head(method: &axum::http::Method, uri: &axum::http::Uri) -> String {
+    format!("{method} {}", uri.path())
+}
+
+/// The idempotency fingerprint of a request without a body (method and path only), the same
+/// way [`JsonBody`] computes it for requests with one.
+pub struct BodylessFingerprint(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BodylessFingerprint {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(BodylessFingerprint(fingerprint(
+            &request_head(&parts.method, &parts.uri),
+            &Value::Null,
+        )))
+    }
 }
 
 /// `Path<T>` whose rejection is a `VALIDATION_ERROR`.

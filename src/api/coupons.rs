@@ -12,7 +12,7 @@ use crate::app::AppState;
 use crate::auth::{Admin, Principal};
 use crate::domain::coupon::{CampaignInput, Discount, DiscountType, NewCampaign, UserCouponStatus};
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::extract::{IdempotencyKey, JsonBody, ValidPath, ValidQuery};
+use crate::extract::{BodylessFingerprint, IdempotencyKey, JsonBody, ValidPath, ValidQuery};
 use crate::idempotency::{self, Reply};
 use crate::store::{self, coupons};
 
@@ -248,16 +248,13 @@ async fn issue_coupon(
     caller: Principal,
     ValidPath(coupon_id): ValidPath<i64>,
     IdempotencyKey(key): IdempotencyKey,
+    BodylessFingerprint(fingerprint): BodylessFingerprint,
 ) -> AppResult<Response> {
     let Principal::Member(user_id) = caller else {
         return Err(AppError::Forbidden(
             "coupons are issued to members: use a member token",
         ));
     };
-    let fingerprint = crate::extract::fingerprint(
-        &format!("POST /coupons/{coupon_id}/issue"),
-        &serde_json::Value::Null,
-    );
     idempotency::run(
         &state,
         caller,

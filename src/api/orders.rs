@@ -15,7 +15,7 @@ use crate::db::Tx;
 use crate::domain::order::{OrderLines, OrderStatus};
 use crate::domain::pagination::{Page, PageQuery};
 use crate::error::{AppError, AppResult, ErrorBody};
-use crate::extract::{IdempotencyKey, JsonBody, ValidPath, ValidQuery, fingerprint};
+use crate::extract::{BodylessFingerprint, IdempotencyKey, JsonBody, ValidPath, ValidQuery};
 use crate::idempotency::{self, Reply};
 use crate::store;
 use crate::store::orders::{
@@ -364,11 +364,8 @@ async fn pay_order(
     caller: Principal,
     ValidPath(order_id): ValidPath<i64>,
     IdempotencyKey(key): IdempotencyKey,
+    BodylessFingerprint(fp): BodylessFingerprint,
 ) -> AppResult<Response> {
-    let fp = fingerprint(
-        &format!("POST /orders/{order_id}/pay"),
-        &serde_json::Value::Null,
-    );
     idempotency::run(
         &state,
         caller,
@@ -406,11 +403,8 @@ async fn cancel_order(
     caller: Principal,
     ValidPath(order_id): ValidPath<i64>,
     IdempotencyKey(key): IdempotencyKey,
+    BodylessFingerprint(fp): BodylessFingerprint,
 ) -> AppResult<Response> {
-    let fp = fingerprint(
-        &format!("POST /orders/{order_id}/cancel"),
-        &serde_json::Value::Null,
-    );
     idempotency::run(
         &state,
         caller,

@@ -483,7 +483,7 @@ pub async fn pay_order(
 ) -> AppResult<PayOutcome> {
     let order = lock_order(tx, order_id, actor, now).await?;
     let status = order.status()?;
-    if status != OrderStatus::Pending {
+    if !status.can_become(OrderStatus::Paid) {
         return Ok(PayOutcome::NotPayable(status));
     }
     if order.expires_at <= now {
@@ -506,7 +506,7 @@ pub async fn cancel_order(
 ) -> AppResult<Result<(), OrderStatus>> {
     let order = lock_order(tx, order_id, actor, now).await?;
     let status = order.status()?;
-    if status != OrderStatus::Pending {
+    if !status.can_become(OrderStatus::Cancelled) {
         return Ok(Err(status));
     }
     close_order(
