@@ -61,13 +61,50 @@ pub enum AppError {
     IdempotencyInProgress,
     #[error("request timed out")]
     Timeout,
+    /// Retryable: the write queue is full, a batch could not commit, the pool is exhausted,
+    /// or the command lost a deadlock. Answered `503` with `Retry-After`.
+    #[error("service unavailable: {reason}")]
+    Unavailable {
+        reason: &'static str,
+        #[source]
+        cause: Option<anyhow::Error>,
+    },
     #[error("internal error: {0}")]
     Internal(#[from] anyhow::Error),
 }
 
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
-        AppError::Internal(anyhow::Error::new(err).context("database"))
+        let retryable = match &err {
+            sqlx::Error::PoolTimedOut => Some("no database connection is free"),
+            // PostgreSQL: deadlock_detected, serialization_failure.
+            sqlx::Error::Database(db) => match db.code().as_deref() {
+                Some("40P01") => Some("the write lost a deadlock"),
+                Some("40001") => Some("the write lost a serialization conflict"),
+                _ => None,
+            },
+            _ => None,
+        };
+        match retryable {
+            Some(reason) => AppError::Unavailable {
+                reason,
+                cause: Some(anyhow::Error::new(err)),
+            },
+            None => AppError::Internal(anyhow::Error::new(err).context("database")),
+        }
+    }
+}
+
+impl crate::db::CommandError for AppError {
+    fn unavailable(reason: &'static str) -> Self {
+        AppError::Unavailable {
+            reason,
+            cause: None,
+        }
+    }
+
+    fn from_db(err: sqlx::Error) -> Self {
+        err.into()
     }
 }
 
@@ -126,7 +163,7 @@ impl AppError {
             AppError::Conflict { .. } | AppError::IdempotencyInProgress => StatusCode::CONFLICT,
             AppError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            AppError::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Timeout | AppError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -144,6 +181,7 @@ impl AppError {
             AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
             AppError::IdempotencyInProgress => "IDEMPOTENCY_IN_PROGRESS",
             AppError::Timeout => "REQUEST_TIMEOUT",
+            AppError::Unavailable { .. } => "SERVICE_UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL_SERVER_ERROR",
         }
     }
@@ -173,10 +211,23 @@ impl AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        if let AppError::Internal(err) = &self {
-            tracing::error!(error = ?err, "request failed");
+        match &self {
+            AppError::Internal(err) => tracing::error!(error = ?err, "request failed"),
+            AppError::Unavailable {
+                reason,
+                cause: Some(cause),
+            } => tracing::warn!(error = ?cause, reason, "request refused: retryable"),
+            _ => {}
         }
-        (self.status(), axum::Json(self.body())).into_response()
+        let retry_after = matches!(self, AppError::Unavailable { .. } | AppError::Timeout);
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if retry_after {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        response
     }
 }
 

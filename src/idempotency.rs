@@ -1,17 +1,16 @@
 //! Idempotency keys (SPEC §7), reusable by every endpoint that moves money, stock or coupons.
 //!
-//! Protocol, per `(caller, key)`:
-//! 1. A short transaction claims the key (`IN_PROGRESS`, with a lease). If it already exists:
+//! The key is recorded in the same transaction as its effect — one command on the committer
+//! (group commit), so a process that dies mid-request leaves neither the effect nor the key,
+//! and the client's retry runs at once. Per `(caller, key)`, inside that command:
+//! 1. Insert the key (`IN_PROGRESS`, visible only to this transaction). If it already exists:
 //!    a different request fingerprint → `422 IDEMPOTENCY_KEY_REUSED`; finished → the stored
-//!    response is replayed; still running → `409 IDEMPOTENCY_IN_PROGRESS`; lease expired (the
-//!    holder crashed) → taken over.
-//! 2. The operation runs in its own transaction, and the final response is written to the key
-//!    **in that same transaction**, so the effect and its recorded answer commit together.
+//!    response is replayed. (On PostgreSQL a second instance inserting the same key waits for
+//!    the first transaction and then replays its answer.)
+//! 2. The operation runs in a nested savepoint, and its final response is written to the key.
 //! 3. A rejection (4xx) rolls the operation back and is stored as the key's answer; an
-//!    unexpected failure (5xx) releases the key so a retry runs again.
+//!    unexpected failure (5xx) rolls back the key too, so a retry runs again.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 
 use axum::http::{HeaderValue, StatusCode};
@@ -21,7 +20,7 @@ use serde_json::Value;
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::Tx;
+use crate::db::{Locks, Savepoint, Tx};
 use crate::error::{AppError, AppResult};
 use crate::store::{self, idempotency as keys};
 
@@ -53,105 +52,110 @@ impl IntoResponse for Reply {
     }
 }
 
-/// The operation: runs inside a transaction that commits if it returns `Ok`.
-pub type Operation<'a> = Box<
-    dyn for<'t> FnOnce(&'t mut Tx) -> Pin<Box<dyn Future<Output = AppResult<Reply>> + Send + 't>>
-        + Send
-        + 'a,
->;
+/// What a keyed command answers: a fresh reply, a replayed one, or a rejection that was
+/// recorded as the key's answer (its transaction commits, the caller gets the error).
+enum Answer {
+    Fresh(Reply),
+    Replayed(Reply),
+    Rejected(AppError),
+}
 
-/// Run `op` at most once per `(caller, key)`; without a key it simply runs in a transaction.
-pub async fn run(
+/// Run `op` at most once per `(caller, key)`, as one command on the committer; without a key
+/// it simply runs as a command. `locks`: the rows `op` locks (see [`Locks`]).
+pub async fn run<F>(
     state: &AppState,
     caller: Principal,
     key: Option<String>,
     fingerprint: &str,
-    op: Operation<'_>,
-) -> AppResult<Response> {
+    locks: Locks,
+    op: F,
+) -> AppResult<Response>
+where
+    F: AsyncFnOnce(&mut Tx) -> AppResult<Reply> + Send + 'static,
+{
     let Some(key) = key else {
-        let mut tx = state.db.begin().await?;
-        let reply = op(&mut tx).await?;
-        tx.commit().await?;
-        return Ok(reply.into_response());
+        return Ok(state.db.write(locks, op).await?.into_response());
     };
     let scope = caller.scope();
+    let fingerprint = fingerprint.to_string();
     let lease = lease_for(state.settings.request_timeout);
-
-    if let Some(answer) = claim(state, &scope, &key, fingerprint, lease).await? {
-        return Ok(answer);
-    }
-
-    let mut tx = state.db.begin().await?;
-    match op(&mut tx).await {
-        Ok(reply) => {
-            keys::complete(
-                &mut tx,
-                &scope,
-                &key,
-                reply.status.as_u16(),
-                &reply.body.to_string(),
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(reply.into_response())
-        }
-        Err(err) => {
-            drop(tx); // roll the operation back first
-            let mut tx = state.db.begin().await?;
-            if err.status().is_server_error() {
-                keys::release(&mut tx, &scope, &key).await?;
-            } else {
-                let body = serde_json::to_string(&err.body()).map_err(anyhow::Error::from)?;
-                keys::complete(&mut tx, &scope, &key, err.status().as_u16(), &body).await?;
+    let answer = state
+        .db
+        .write(locks, async move |tx: &mut Tx| -> AppResult<Answer> {
+            if let Some(answer) = claim(tx, &scope, &key, &fingerprint, lease).await? {
+                return Ok(answer);
             }
-            tx.commit().await?;
-            Err(err)
+            tx.savepoint(Savepoint::Operation).await?;
+            match op(tx).await {
+                Ok(reply) => {
+                    tx.release(Savepoint::Operation).await?;
+                    let body = reply.body.to_string();
+                    keys::complete(tx, &scope, &key, reply.status.as_u16(), &body).await?;
+                    Ok(Answer::Fresh(reply))
+                }
+                // Unexpected: roll back the key with the effect, so a retry runs again.
+                Err(err) if err.status().is_server_error() => Err(err),
+                Err(err) => {
+                    tx.rollback_to(Savepoint::Operation).await?;
+                    let body = serde_json::to_string(&err.body()).map_err(anyhow::Error::from)?;
+                    keys::complete(tx, &scope, &key, err.status().as_u16(), &body).await?;
+                    Ok(Answer::Rejected(err))
+                }
+            }
+        })
+        .await?;
+    match answer {
+        Answer::Fresh(reply) => Ok(reply.into_response()),
+        Answer::Replayed(reply) => {
+            let mut response = reply.into_response();
+            response
+                .headers_mut()
+                .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
+            Ok(response)
         }
+        Answer::Rejected(err) => Err(err),
     }
 }
 
-/// How long a claim is held before another request may assume its holder died.
+/// How long an `IN_PROGRESS` key written by an older version (which claimed keys in a
+/// transaction of their own) is honoured before it is taken over.
 fn lease_for(request_timeout: Duration) -> chrono::Duration {
     chrono::Duration::from_std(request_timeout + Duration::from_secs(30))
         .unwrap_or(chrono::Duration::minutes(5))
 }
 
-/// Claim the key. `Ok(None)`: go ahead. `Ok(Some(response))`: answer with this instead.
+/// Claim the key inside the command's transaction. `Ok(None)`: go ahead.
 async fn claim(
-    state: &AppState,
+    tx: &mut Tx,
     scope: &str,
     key: &str,
     fingerprint: &str,
     lease: chrono::Duration,
-) -> AppResult<Option<Response>> {
+) -> AppResult<Option<Answer>> {
     let now = store::now();
-    let mut tx = state.db.begin().await?;
-    if keys::insert_in_progress(&mut tx, scope, key, fingerprint, now + lease, now).await? {
-        tx.commit().await?;
+    if keys::insert_in_progress(tx, scope, key, fingerprint, now + lease, now).await? {
         return Ok(None);
     }
-    let existing = keys::find(&mut tx, scope, key)
+    let existing = keys::find(tx, scope, key)
         .await?
         .ok_or_else(|| anyhow::anyhow!("idempotency key vanished while claiming"))?;
     if existing.request_hash != fingerprint {
         return Err(AppError::IdempotencyKeyReused);
     }
     if existing.status == "DONE" {
-        return Ok(Some(replay(&existing)?));
+        return Ok(Some(Answer::Replayed(stored_reply(&existing)?)));
     }
     if existing.locked_until > now {
         return Err(AppError::IdempotencyInProgress);
     }
-    let won = keys::take_over(&mut tx, scope, key, existing.locked_until, now + lease).await?;
-    tx.commit().await?;
-    if won {
+    if keys::take_over(tx, scope, key, existing.locked_until, now + lease).await? {
         Ok(None)
     } else {
         Err(AppError::IdempotencyInProgress)
     }
 }
 
-fn replay(row: &keys::KeyRow) -> AppResult<Response> {
+fn stored_reply(row: &keys::KeyRow) -> AppResult<Reply> {
     let status = row
         .response_status
         .and_then(|s| u16::try_from(s).ok())
@@ -159,9 +163,5 @@ fn replay(row: &keys::KeyRow) -> AppResult<Response> {
         .ok_or_else(|| anyhow::anyhow!("stored idempotent response has no valid status"))?;
     let body: Value = serde_json::from_str(row.response_body.as_deref().unwrap_or("null"))
         .map_err(anyhow::Error::from)?;
-    let mut response = Reply { status, body }.into_response();
-    response
-        .headers_mut()
-        .insert(REPLAYED_HEADER, HeaderValue::from_static("true"));
-    Ok(response)
+    Ok(Reply { status, body })
 }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use chrono::Utc;
 use futures::future::join_all;
 use rand::Rng;
@@ -16,7 +17,9 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::app::AppState;
+use crate::db::{Locks, Tx};
 use crate::domain::backoff::retry_delay;
+use crate::error::AppError;
 use crate::signature;
 use crate::store::{self, outbox};
 
@@ -34,6 +37,19 @@ impl Wakeup {
     async fn notified(&self) {
         self.0.notified().await
     }
+}
+
+/// What is recorded of one attempt.
+enum Outcome {
+    Delivered {
+        id: String,
+    },
+    Failed {
+        id: String,
+        error: String,
+        next: chrono::DateTime<Utc>,
+        dead: bool,
+    },
 }
 
 /// What one delivery attempt produced.
@@ -101,21 +117,44 @@ impl Relay {
         loop {
             let now = store::now();
             let lease = chrono::Duration::from_std(self.state.settings.data_platform_timeout * 3)?;
-            let mut tx = self.state.db.begin().await?;
-            let batch = outbox::claim_due(&mut tx, now, now + lease, BATCH)
+            let batch = self
+                .state
+                .db
+                .write(Locks::none(), async move |tx: &mut Tx| {
+                    outbox::claim_due(tx, now, now + lease, BATCH).await
+                })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            tx.commit().await?;
+                .context("claiming due outbox events")?;
             if batch.is_empty() {
                 return Ok(());
             }
             let attempts = join_all(batch.iter().map(|event| self.deliver(event))).await;
-            let mut tx = self.state.db.begin().await?;
             let now = store::now();
-            for (event, attempt) in batch.iter().zip(attempts) {
-                self.record(&mut tx, event, attempt, now).await?;
-            }
-            tx.commit().await?;
+            let outcomes = batch
+                .iter()
+                .zip(attempts)
+                .map(|(event, attempt)| self.outcome(event, attempt, now))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            self.state
+                .db
+                .write(Locks::none(), async move |tx: &mut Tx| {
+                    for outcome in &outcomes {
+                        match outcome {
+                            Outcome::Delivered { id } => {
+                                outbox::mark_delivered(tx, id, now).await?
+                            }
+                            Outcome::Failed {
+                                id,
+                                error,
+                                next,
+                                dead,
+                            } => outbox::mark_failed(tx, id, error, *next, *dead).await?,
+                        }
+                    }
+                    Ok::<_, AppError>(())
+                })
+                .await
+                .context("recording outbox delivery attempts")?;
         }
     }
 
@@ -147,20 +186,22 @@ impl Relay {
         outcome
     }
 
-    async fn record(
+    /// What to record of one attempt (the backoff is decided here, outside the transaction).
+    fn outcome(
         &self,
-        tx: &mut crate::db::Tx,
         event: &outbox::ClaimedEvent,
         attempt: Attempt,
         now: chrono::DateTime<Utc>,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Outcome> {
         let settings = &self.state.settings;
-        let result = match attempt {
+        Ok(match attempt {
             Attempt::Delivered => {
                 let latency = (now - event.created_at).to_std().unwrap_or_default();
                 metrics::histogram!("outbox_commit_to_delivery_seconds")
                     .record(latency.as_secs_f64());
-                outbox::mark_delivered(tx, &event.id, now).await
+                Outcome::Delivered {
+                    id: event.id.clone(),
+                }
             }
             Attempt::Failed(error) => {
                 let failures = u32::try_from(event.attempts + 1).unwrap_or(u32::MAX);
@@ -178,19 +219,21 @@ impl Relay {
                 } else {
                     tracing::debug!(event_id = %event.id, failures, %error, ?delay, "outbox delivery failed; will retry");
                 }
-                outbox::mark_failed(tx, &event.id, &error, next, dead).await
+                Outcome::Failed {
+                    id: event.id.clone(),
+                    error,
+                    next,
+                    dead,
+                }
             }
-        };
-        result.map_err(|e| anyhow::anyhow!("{e}"))
+        })
     }
 }
 
 /// Publish the outbox gauges (pending and dead counts).
 pub async fn update_gauges(state: &AppState) -> anyhow::Result<()> {
     let mut conn = state.db.read().await?;
-    let (pending, dead) = outbox::counts(&mut conn)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (pending, dead) = outbox::counts(&mut conn).await?;
     metrics::gauge!("outbox_pending_events").set(pending as f64);
     metrics::gauge!("outbox_dead_events").set(dead as f64);
     Ok(())

@@ -6,7 +6,10 @@ use chrono::TimeDelta;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use anyhow::Context;
+
 use crate::app::AppState;
+use crate::db::{Locks, Tx};
 use crate::store;
 
 /// How long idempotency keys are kept (SPEC §7: at least 24 hours).
@@ -43,7 +46,7 @@ pub fn spawn(state: AppState, shutdown: CancellationToken) -> Workers {
             async move {
                 crate::ranking::refresh(&state.db, &state.ranking, Default::default())
                     .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    .context("best-seller aggregation")?;
                 Ok(())
             }
         },
@@ -96,17 +99,23 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
             let mut conn = state.db.read().await?;
             store::orders::due_for_expiry(&mut conn, now, 100)
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .context("listing orders due for expiry")?
         };
-        for order_id in &due {
-            let mut tx = state.db.begin().await?;
-            if store::orders::expire_order(&mut tx, *order_id, now)
+        // Each expiry is its own command, so one batch can expire many orders at once.
+        let expiries = due.iter().map(|&order_id| {
+            let db = state.db.clone();
+            async move {
+                let locks = store::orders::closing_locks(&db, order_id).await?;
+                db.write(locks, async move |tx: &mut Tx| {
+                    store::orders::expire_order(tx, order_id, now).await
+                })
                 .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-            {
+            }
+        });
+        for result in futures::future::join_all(expiries).await {
+            if result.with_context(|| "expiring an order")? {
                 expired += 1;
             }
-            tx.commit().await?;
         }
         if due.len() < 100 {
             break;
@@ -121,11 +130,13 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
 
 async fn purge_idempotency_keys(state: &AppState) -> anyhow::Result<()> {
     let now = store::now();
-    let mut tx = state.db.begin().await?;
-    let purged = store::idempotency::purge_older_than(&mut tx, now - IDEMPOTENCY_RETENTION, now)
+    let purged = state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            store::idempotency::purge_older_than(tx, now - IDEMPOTENCY_RETENTION, now).await
+        })
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    tx.commit().await?;
+        .context("purging idempotency keys")?;
     if purged > 0 {
         tracing::info!(purged, "purged expired idempotency keys");
     }

@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::{Locks, Tx};
 use crate::domain::money::{ChargeAmount, LedgerKind};
 use crate::domain::pagination::{Page, PageQuery};
 use crate::error::{AppError, AppResult, ErrorBody};
@@ -114,18 +115,17 @@ async fn charge(
         caller,
         key,
         &body.fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let cmd = balance::Charge {
-                    user_id,
-                    amount,
-                    max_balance,
-                    now: store::now(),
-                };
-                let row = balance::charge(tx, cmd).await?;
-                Reply::json(StatusCode::OK, &Balance::from(row))
-            })
-        }),
+        Locks::user(user_id),
+        async move |tx: &mut Tx| {
+            let cmd = balance::Charge {
+                user_id,
+                amount,
+                max_balance,
+                now: store::now(),
+            };
+            let row = balance::charge(tx, cmd).await?;
+            Reply::json(StatusCode::OK, &Balance::from(row))
+        },
     )
     .await
 }

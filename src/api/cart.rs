@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::Principal;
+use crate::db::{Locks, Tx};
 use crate::domain::order::MAX_QUANTITY;
 use crate::domain::product::ProductStatus;
 use crate::error::{AppError, AppResult, ErrorBody};
@@ -120,16 +121,19 @@ async fn put_item(
             format!("must be between 1 and {MAX_QUANTITY}"),
         ));
     }
-    let mut tx = state.db.begin().await?;
-    store::users::find_user(&mut tx, user_id)
-        .await?
-        .ok_or_else(|| AppError::user_not_found(user_id))?;
-    let product = products::find_product(&mut tx, product_id).await?;
-    if product.is_none_or(|p| p.status == ProductStatus::Discontinued.as_str()) {
-        return Err(AppError::product_not_found(product_id));
-    }
-    cart::put_item(&mut tx, user_id, product_id, quantity, store::now()).await?;
-    tx.commit().await?;
+    state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            store::users::find_user(tx, user_id)
+                .await?
+                .ok_or_else(|| AppError::user_not_found(user_id))?;
+            let product = products::find_product(tx, product_id).await?;
+            if product.is_none_or(|p| p.status == ProductStatus::Discontinued.as_str()) {
+                return Err(AppError::product_not_found(product_id));
+            }
+            cart::put_item(tx, user_id, product_id, quantity, store::now()).await
+        })
+        .await?;
     Ok(axum::Json(load_cart(&state, user_id).await?))
 }
 
@@ -143,9 +147,12 @@ async fn remove_item(
     ValidPath((user_id, product_id)): ValidPath<(i64, i64)>,
 ) -> AppResult<StatusCode> {
     caller.authorize_user(user_id)?;
-    let mut tx = state.db.begin().await?;
-    cart::remove_item(&mut tx, user_id, product_id).await?;
-    tx.commit().await?;
+    state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            cart::remove_item(tx, user_id, product_id).await
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -159,8 +166,11 @@ async fn clear_cart(
     ValidPath(user_id): ValidPath<i64>,
 ) -> AppResult<StatusCode> {
     caller.authorize_user(user_id)?;
-    let mut tx = state.db.begin().await?;
-    cart::clear(&mut tx, user_id).await?;
-    tx.commit().await?;
+    state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            cart::clear(tx, user_id).await
+        })
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

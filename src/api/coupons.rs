@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::{Admin, Principal};
+use crate::db::{Locks, Tx};
 use crate::domain::coupon::{CampaignInput, Discount, DiscountType, NewCampaign, UserCouponStatus};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{BodylessFingerprint, IdempotencyKey, JsonBody, ValidPath, ValidQuery};
@@ -197,12 +198,11 @@ async fn create_campaign(
         Principal::Admin,
         key,
         &body.fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let row = coupons::create_campaign(tx, &campaign, store::now()).await?;
-                Reply::json(StatusCode::CREATED, &Campaign::try_from(row)?)
-            })
-        }),
+        Locks::none(),
+        async move |tx: &mut Tx| {
+            let row = coupons::create_campaign(tx, &campaign, store::now()).await?;
+            Reply::json(StatusCode::CREATED, &Campaign::try_from(row)?)
+        },
     )
     .await
 }
@@ -260,21 +260,23 @@ async fn issue_coupon(
         caller,
         key,
         &fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let now = store::now();
-                let row = coupons::issue(
-                    tx,
-                    coupons::IssueCoupon {
-                        coupon_id,
-                        user_id,
-                        now,
-                    },
-                )
-                .await?;
-                Reply::json(StatusCode::CREATED, &UserCoupon::from_row(row, now)?)
-            })
-        }),
+        Locks {
+            coupons: vec![coupon_id],
+            ..Locks::none()
+        },
+        async move |tx: &mut Tx| {
+            let now = store::now();
+            let row = coupons::issue(
+                tx,
+                coupons::IssueCoupon {
+                    coupon_id,
+                    user_id,
+                    now,
+                },
+            )
+            .await?;
+            Reply::json(StatusCode::CREATED, &UserCoupon::from_row(row, now)?)
+        },
     )
     .await
 }

@@ -11,7 +11,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::Principal;
-use crate::db::Tx;
+use crate::db::{Locks, Tx};
 use crate::domain::order::{OrderLines, OrderStatus};
 use crate::domain::pagination::{Page, PageQuery};
 use crate::error::{AppError, AppResult, ErrorBody};
@@ -297,37 +297,37 @@ async fn place_order(
     let pay = req.pay.unwrap_or(true);
     let reservation_ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
         .map_err(|_| anyhow::anyhow!("reservation TTL out of range"))?;
+    let locks = placing_locks(&state, user_id, &source).await?;
     idempotency::run(
         &state,
         caller,
         key,
         &body.fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let now = store::now();
-                let cmd = PlaceOrder {
-                    user_id,
-                    source,
-                    coupon,
-                    pay,
-                    reservation_ttl,
-                    now,
-                };
-                let placed = store_orders::place_order(tx, cmd).await?;
-                let outcome = match placed.payment {
-                    None => "PENDING",
-                    Some(Payment::Succeeded) => "PAID",
-                    Some(Payment::InsufficientBalance { .. }) => "INSUFFICIENT_BALANCE",
-                };
-                metrics::counter!("orders_placed_total", "outcome" => outcome).increment(1);
-                match placed.payment {
-                    Some(Payment::InsufficientBalance { balance, total }) => {
-                        insufficient(placed.details.order.id, total, balance)
-                    }
-                    _ => Reply::json(StatusCode::CREATED, &Order::try_from(placed.details)?),
+        locks,
+        async move |tx: &mut Tx| {
+            let now = store::now();
+            let cmd = PlaceOrder {
+                user_id,
+                source,
+                coupon,
+                pay,
+                reservation_ttl,
+                now,
+            };
+            let placed = store_orders::place_order(tx, cmd).await?;
+            let outcome = match placed.payment {
+                None => "PENDING",
+                Some(Payment::Succeeded) => "PAID",
+                Some(Payment::InsufficientBalance { .. }) => "INSUFFICIENT_BALANCE",
+            };
+            metrics::counter!("orders_placed_total", "outcome" => outcome).increment(1);
+            match placed.payment {
+                Some(Payment::InsufficientBalance { balance, total }) => {
+                    insufficient(placed.details.order.id, total, balance)
                 }
-            })
-        }),
+                _ => Reply::json(StatusCode::CREATED, &Order::try_from(placed.details)?),
+            }
+        },
     )
     .await
     .inspect(|_| state.outbox_wakeup.notify())
@@ -366,29 +366,18 @@ async fn pay_order(
     IdempotencyKey(key): IdempotencyKey,
     BodylessFingerprint(fp): BodylessFingerprint,
 ) -> AppResult<Response> {
-    idempotency::run(
-        &state,
-        caller,
-        key,
-        &fp,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                match store_orders::pay_order(tx, order_id, actor(caller), store::now()).await? {
-                    PayOutcome::Paid(Payment::Succeeded) => {
-                        order_reply(tx, StatusCode::OK, order_id).await
-                    }
-                    PayOutcome::Paid(Payment::InsufficientBalance { balance, total }) => {
-                        insufficient(order_id, total, balance)
-                    }
-                    // The expiry is a real change: commit it, then answer 409.
-                    PayOutcome::ExpiredNow => {
-                        Reply::error(&not_payable(order_id, OrderStatus::Expired))
-                    }
-                    PayOutcome::NotPayable(status) => Err(not_payable(order_id, status)),
-                }
-            })
-        }),
-    )
+    let locks = store_orders::paying_locks(&state.db, order_id).await?;
+    idempotency::run(&state, caller, key, &fp, locks, async move |tx: &mut Tx| {
+        match store_orders::pay_order(tx, order_id, actor(caller), store::now()).await? {
+            PayOutcome::Paid(Payment::Succeeded) => order_reply(tx, StatusCode::OK, order_id).await,
+            PayOutcome::Paid(Payment::InsufficientBalance { balance, total }) => {
+                insufficient(order_id, total, balance)
+            }
+            // The expiry is a real change: commit it, then answer 409.
+            PayOutcome::ExpiredNow => Reply::error(&not_payable(order_id, OrderStatus::Expired)),
+            PayOutcome::NotPayable(status) => Err(not_payable(order_id, status)),
+        }
+    })
     .await
     .inspect(|_| state.outbox_wakeup.notify())
 }
@@ -405,27 +394,20 @@ async fn cancel_order(
     IdempotencyKey(key): IdempotencyKey,
     BodylessFingerprint(fp): BodylessFingerprint,
 ) -> AppResult<Response> {
-    idempotency::run(
-        &state,
-        caller,
-        key,
-        &fp,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                match store_orders::cancel_order(tx, order_id, actor(caller), store::now()).await? {
-                    Ok(()) => order_reply(tx, StatusCode::OK, order_id).await,
-                    Err(status) => Err(AppError::conflict(
-                        "ORDER_NOT_CANCELLABLE",
-                        format!(
-                            "order {order_id} is {} and cannot be cancelled",
-                            status.as_str()
-                        ),
-                        json!({ "orderId": order_id, "status": status }),
-                    )),
-                }
-            })
-        }),
-    )
+    let locks = store_orders::closing_locks(&state.db, order_id).await?;
+    idempotency::run(&state, caller, key, &fp, locks, async move |tx: &mut Tx| {
+        match store_orders::cancel_order(tx, order_id, actor(caller), store::now()).await? {
+            Ok(()) => order_reply(tx, StatusCode::OK, order_id).await,
+            Err(status) => Err(AppError::conflict(
+                "ORDER_NOT_CANCELLABLE",
+                format!(
+                    "order {order_id} is {} and cannot be cancelled",
+                    status.as_str()
+                ),
+                json!({ "orderId": order_id, "status": status }),
+            )),
+        }
+    })
     .await
 }
 
@@ -462,4 +444,22 @@ async fn list_orders(
         .map(Order::try_from)
         .collect::<AppResult<_>>()?;
     Ok(axum::Json(OrderPage { items, next_cursor }))
+}
+
+/// The rows placing an order locks: its products and the member's balance row. For a cart
+/// order the cart is read first; if it changes meanwhile the order is still correct (the
+/// declaration only orders the batch's locks).
+async fn placing_locks(state: &AppState, user_id: i64, source: &OrderSource) -> AppResult<Locks> {
+    let products = match source {
+        OrderSource::Items(lines) => lines.lines().iter().map(|&(p, _)| p).collect(),
+        OrderSource::Cart { .. } => {
+            let mut conn = state.db.read().await?;
+            store::cart::product_ids(&mut conn, user_id).await?
+        }
+    };
+    Ok(Locks {
+        products,
+        users: vec![user_id],
+        ..Locks::none()
+    })
 }

@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::Admin;
+use crate::db::{Locks, Tx};
 use crate::domain::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{ValidPath, ValidQuery};
@@ -144,23 +145,26 @@ async fn retry_event(
     _admin: Admin,
     ValidPath(event_id): ValidPath<String>,
 ) -> AppResult<axum::Json<OutboxEvent>> {
-    let mut tx = state.db.begin().await?;
-    let before = outbox::requeue(&mut tx, &event_id, store::now()).await?;
-    match before.as_deref() {
-        None => return Err(event_not_found(&event_id)),
-        Some("DELIVERED") => {
-            return Err(AppError::conflict(
-                "OUTBOX_EVENT_DELIVERED",
-                "the event was already delivered",
-                json!({ "eventId": event_id }),
-            ));
-        }
-        Some(_) => {}
-    }
-    let row = outbox::find(&mut tx, &event_id)
-        .await?
-        .ok_or_else(|| event_not_found(&event_id))?;
-    tx.commit().await?;
+    let row = state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            let before = outbox::requeue(tx, &event_id, store::now()).await?;
+            match before.as_deref() {
+                None => return Err(event_not_found(&event_id)),
+                Some("DELIVERED") => {
+                    return Err(AppError::conflict(
+                        "OUTBOX_EVENT_DELIVERED",
+                        "the event was already delivered",
+                        json!({ "eventId": event_id }),
+                    ));
+                }
+                Some(_) => {}
+            }
+            outbox::find(tx, &event_id)
+                .await?
+                .ok_or_else(|| event_not_found(&event_id))
+        })
+        .await?;
     state.outbox_wakeup.notify();
     Ok(axum::Json(row.into()))
 }

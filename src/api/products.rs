@@ -10,6 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::{Admin, Principal};
+use crate::db::{Locks, Tx};
 use crate::domain::pagination::{Page, PageQuery};
 use crate::domain::product::{NewProduct, ProductPatch, ProductStatus, StockDelta};
 use crate::error::{AppError, AppResult, ErrorBody};
@@ -153,12 +154,11 @@ async fn create_product(
         Principal::Admin,
         key,
         &body.fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let row = products::create_product(tx, &product, store::now()).await?;
-                Reply::json(StatusCode::CREATED, &Product::try_from(row)?)
-            })
-        }),
+        Locks::none(),
+        async move |tx: &mut Tx| {
+            let row = products::create_product(tx, &product, store::now()).await?;
+            Reply::json(StatusCode::CREATED, &Product::try_from(row)?)
+        },
     )
     .await
 }
@@ -181,9 +181,18 @@ async fn update_product(
         req.price,
         req.status,
     )?;
-    let mut tx = state.db.begin().await?;
-    let row = products::update_product(&mut tx, product_id, &patch, store::now()).await?;
-    tx.commit().await?;
+    let row = state
+        .db
+        .write(
+            Locks {
+                products: vec![product_id],
+                ..Locks::none()
+            },
+            async move |tx: &mut Tx| {
+                products::update_product(tx, product_id, &patch, store::now()).await
+            },
+        )
+        .await?;
     Ok(axum::Json(row.try_into()?))
 }
 
@@ -205,12 +214,14 @@ async fn adjust_stock(
         Principal::Admin,
         key,
         &body.fingerprint,
-        Box::new(move |tx| {
-            Box::pin(async move {
-                let row = products::adjust_stock(tx, product_id, delta, store::now()).await?;
-                Reply::json(StatusCode::OK, &Product::try_from(row)?)
-            })
-        }),
+        Locks {
+            products: vec![product_id],
+            ..Locks::none()
+        },
+        async move |tx: &mut Tx| {
+            let row = products::adjust_stock(tx, product_id, delta, store::now()).await?;
+            Reply::json(StatusCode::OK, &Product::try_from(row)?)
+        },
     )
     .await
 }

@@ -9,6 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::{Principal, generate_token, hash_token};
+use crate::db::{Locks, Tx};
 use crate::domain::text::required_text;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{JsonBody, ValidPath};
@@ -62,17 +63,20 @@ pub async fn create_member(state: &AppState, name: &str) -> AppResult<UserCreate
     let name = required_text("name", name, MAX_NAME_CHARS)?;
     let token = generate_token("shp_");
     let token_hash = hash_token(&token);
-    let mut tx = state.db.begin().await?;
-    let user = users::create_user(
-        &mut tx,
-        users::CreateUser {
-            name: &name,
-            token_hash: &token_hash,
-            now: store::now(),
-        },
-    )
-    .await?;
-    tx.commit().await?;
+    let user = state
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            users::create_user(
+                tx,
+                users::CreateUser {
+                    name: &name,
+                    token_hash: &token_hash,
+                    now: store::now(),
+                },
+            )
+            .await
+        })
+        .await?;
     Ok(UserCreated {
         id: user.id,
         name: user.name,

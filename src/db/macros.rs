@@ -12,6 +12,7 @@ macro_rules! sql_execute {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()),
             $crate::db::Raw::Postgres(c) => ::sqlx::query($sql)$(.bind($arg))*.execute(c).await.map(|r| r.rows_affected()),
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.execute($sql, args) }
         }
     };
 }
@@ -23,6 +24,7 @@ macro_rules! sql_one {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_one(c).await,
             $crate::db::Raw::Postgres(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_one(c).await,
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.one::<$t>($sql, args) }
         }
     };
 }
@@ -34,6 +36,7 @@ macro_rules! sql_optional {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_optional(c).await,
             $crate::db::Raw::Postgres(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_optional(c).await,
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.optional::<$t>($sql, args) }
         }
     };
 }
@@ -45,6 +48,7 @@ macro_rules! sql_all {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_all(c).await,
             $crate::db::Raw::Postgres(c) => ::sqlx::query_as::<_, $t>($sql)$(.bind($arg))*.fetch_all(c).await,
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.all::<$t>($sql, args) }
         }
     };
 }
@@ -56,6 +60,7 @@ macro_rules! sql_scalar {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query_scalar($sql)$(.bind($arg))*.fetch_one(c).await,
             $crate::db::Raw::Postgres(c) => ::sqlx::query_scalar($sql)$(.bind($arg))*.fetch_one(c).await,
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.scalar($sql, args) }
         }
     };
 }
@@ -67,6 +72,7 @@ macro_rules! sql_scalar_optional {
         match $crate::db::Handle::raw(&mut *$h) {
             $crate::db::Raw::Sqlite(c) => ::sqlx::query_scalar($sql)$(.bind($arg))*.fetch_optional(c).await,
             $crate::db::Raw::Postgres(c) => ::sqlx::query_scalar($sql)$(.bind($arg))*.fetch_optional(c).await,
+            $crate::db::Raw::Lite(c) => { let args: &[&dyn $crate::db::lite::Bind] = &[$(&$arg),*]; c.scalar_optional($sql, args) }
         }
     };
 }

@@ -5,7 +5,13 @@
 //! placeholders work on both). Only genuine dialect differences pick a string per backend with
 //! [`Dialect::pick`].
 
+pub mod committer;
+pub mod lite;
 mod macros;
+
+use committer::{Command, Committer, Target};
+pub use committer::{CommandError, CommitOptions, Locks};
+use lite::LiteConn;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -39,6 +45,8 @@ pub struct DbOptions {
     pub acquire_timeout: Duration,
     /// SQLite only: `synchronous=FULL` (durable) unless explicitly opted out.
     pub sqlite_durable: bool,
+    /// Group commit.
+    pub commit: CommitOptions,
 }
 
 impl Default for DbOptions {
@@ -47,15 +55,24 @@ impl Default for DbOptions {
             max_connections: 16,
             acquire_timeout: Duration::from_secs(30),
             sqlite_durable: true,
+            commit: CommitOptions::default(),
         }
     }
 }
 
-/// The application's database: cheap to clone.
+/// The application's database: pools for reads (and maintenance jobs) plus the committer that
+/// every request's write goes through. Cheap to clone.
 #[derive(Clone, Debug)]
-pub enum Db {
-    /// SQLite allows one writer at a time; a dedicated single-connection write pool queues
-    /// writers in-process (no `SQLITE_BUSY` storms) while readers use WAL snapshots in parallel.
+pub struct Db {
+    pools: Pools,
+    committer: Committer,
+}
+
+#[derive(Clone, Debug)]
+enum Pools {
+    /// Readers use WAL snapshots in parallel. The single-connection `write` pool serves
+    /// migrations and maintenance jobs; request writes go through the committer's own
+    /// connection.
     Sqlite {
         write: SqlitePool,
         read: SqlitePool,
@@ -63,10 +80,22 @@ pub enum Db {
     Postgres(PgPool),
 }
 
-/// An open write transaction. Dropping it without [`Tx::commit`] rolls back.
+/// An open write transaction. Dropping a pooled one without [`Tx::commit`] rolls back; the
+/// batch variants belong to a committer, which begins and ends them.
 pub enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
     Postgres(Transaction<'static, Postgres>),
+    /// A committer's batch on SQLite (rusqlite, on the committer's thread).
+    Lite(LiteConn),
+    /// A committer's batch on PostgreSQL (its own connection; BEGIN/COMMIT by the committer).
+    PgBatch(PgConnection),
+}
+
+/// The savepoints a batch nests: one per command, one around an idempotent operation.
+#[derive(Clone, Copy, Debug)]
+pub enum Savepoint {
+    Command,
+    Operation,
 }
 
 /// A pooled connection for reads outside a transaction.
@@ -79,6 +108,7 @@ pub enum Conn {
 pub enum Raw<'a> {
     Sqlite(&'a mut SqliteConnection),
     Postgres(&'a mut PgConnection),
+    Lite(&'a mut LiteConn),
 }
 
 /// Anything a statement can run on: a transaction or a plain connection.
@@ -92,12 +122,14 @@ impl Handle for Tx {
         match self {
             Tx::Sqlite(tx) => Raw::Sqlite(tx),
             Tx::Postgres(tx) => Raw::Postgres(tx),
+            Tx::Lite(c) => Raw::Lite(c),
+            Tx::PgBatch(c) => Raw::Postgres(c),
         }
     }
     fn dialect(&self) -> Dialect {
         match self {
-            Tx::Sqlite(_) => Dialect::Sqlite,
-            Tx::Postgres(_) => Dialect::Postgres,
+            Tx::Sqlite(_) | Tx::Lite(_) => Dialect::Sqlite,
+            Tx::Postgres(_) | Tx::PgBatch(_) => Dialect::Postgres,
         }
     }
 }
@@ -122,6 +154,62 @@ impl Tx {
         match self {
             Tx::Sqlite(tx) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
+            Tx::Lite(mut c) => c.batch("COMMIT"),
+            Tx::PgBatch(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(|_| ()),
+        }
+    }
+
+    pub async fn savepoint(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
+        let sql = match sp {
+            Savepoint::Command => "SAVEPOINT cmd",
+            Savepoint::Operation => "SAVEPOINT op",
+        };
+        crate::sql_execute!(self, sql).map(|_| ())
+    }
+
+    pub async fn release(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
+        let sql = match sp {
+            Savepoint::Command => "RELEASE SAVEPOINT cmd",
+            Savepoint::Operation => "RELEASE SAVEPOINT op",
+        };
+        crate::sql_execute!(self, sql).map(|_| ())
+    }
+
+    /// Undo everything since the savepoint, and drop it.
+    pub async fn rollback_to(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
+        let (undo, release) = match sp {
+            Savepoint::Command => ("ROLLBACK TO SAVEPOINT cmd", "RELEASE SAVEPOINT cmd"),
+            Savepoint::Operation => ("ROLLBACK TO SAVEPOINT op", "RELEASE SAVEPOINT op"),
+        };
+        crate::sql_execute!(self, undo)?;
+        crate::sql_execute!(self, release).map(|_| ())
+    }
+
+    /// Committer only: a plain statement on the batch connection (BEGIN, COMMIT, ROLLBACK).
+    pub(crate) async fn pg_execute(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
+        crate::sql_execute!(self, sql).map(|_| ())
+    }
+
+    /// Committer only: `BEGIN IMMEDIATE` on the SQLite batch connection.
+    pub(crate) async fn lite_begin(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Lite(c) => c.batch("BEGIN IMMEDIATE"),
+            _ => Ok(()),
+        }
+    }
+
+    /// Committer only: commit (or roll back) the SQLite batch. A failed commit is rolled
+    /// back so the connection is clean for the next batch.
+    pub(crate) async fn lite_finish(&mut self, commit: bool) -> Result<(), sqlx::Error> {
+        let Tx::Lite(c) = self else { return Ok(()) };
+        if commit {
+            let result = c.batch("COMMIT");
+            if result.is_err() {
+                let _ = c.batch("ROLLBACK");
+            }
+            result
+        } else {
+            c.batch("ROLLBACK")
         }
     }
 }
@@ -149,9 +237,14 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
-        Ok(Db::Postgres(pool))
+        let committer =
+            Committer::start(Target::Postgres(Box::new(connect)), options.commit.clone())?;
+        Ok(Db {
+            pools: Pools::Postgres(pool),
+            committer,
+        })
     }
 
     pub async fn connect_sqlite(
@@ -177,42 +270,68 @@ impl Db {
         let read = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
-            .connect_with(connect.read_only(true))
+            .connect_with(connect.clone().read_only(true))
             .await?;
-        Ok(Db::Sqlite { write, read })
+        let target = Target::Sqlite {
+            path: connect.get_filename().to_path_buf(),
+            durable: options.sqlite_durable,
+        };
+        let committer = Committer::start(target, options.commit.clone())?;
+        Ok(Db {
+            pools: Pools::Sqlite { write, read },
+            committer,
+        })
     }
 
     pub fn dialect(&self) -> Dialect {
-        match self {
-            Db::Sqlite { .. } => Dialect::Sqlite,
-            Db::Postgres(_) => Dialect::Postgres,
+        match self.pools {
+            Pools::Sqlite { .. } => Dialect::Sqlite,
+            Pools::Postgres(_) => Dialect::Postgres,
         }
+    }
+
+    /// Run a write command through the committer (group commit): it shares one transaction
+    /// with other requests' commands, isolated by a savepoint, and this returns only after
+    /// that transaction committed. `locks` declares the rows it will lock (PostgreSQL locks a
+    /// batch's rows in one global order); see [`committer`].
+    pub async fn write<T, E, F>(&self, locks: Locks, op: F) -> Result<T, E>
+    where
+        F: AsyncFnOnce(&mut Tx) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: CommandError + Send + 'static,
+    {
+        let command: Command<T, E> = Box::new(move |tx: &mut Tx| Box::pin(op(tx)));
+        self.committer.submit(locks, command).await
     }
 
     /// Apply this backend's migrations (`migrations/sqlite` or `migrations/postgres`).
     /// On PostgreSQL the migrator holds an advisory lock, so instances starting together are safe.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Db::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
-            Db::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
+        match &self.pools {
+            Pools::Sqlite { write, .. } => sqlx::migrate!("./migrations/sqlite").run(write).await?,
+            Pools::Postgres(pool) => sqlx::migrate!("./migrations/postgres").run(pool).await?,
         }
         Ok(())
     }
 
-    /// Begin a write transaction. SQLite takes the write lock up front (`BEGIN IMMEDIATE`) so a
-    /// transaction never fails half-way on lock upgrade.
+    /// Begin a transaction of its own, outside the committer: for maintenance jobs that run
+    /// long or take their own locks (ranking aggregation, seeding, first-start bootstrap).
+    /// Request writes use [`Db::write`]. SQLite takes the write lock up front
+    /// (`BEGIN IMMEDIATE`) so a transaction never fails half-way on lock upgrade.
     pub async fn begin(&self) -> Result<Tx, sqlx::Error> {
-        match self {
-            Db::Sqlite { write, .. } => Ok(Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?)),
-            Db::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
+        match &self.pools {
+            Pools::Sqlite { write, .. } => {
+                Ok(Tx::Sqlite(write.begin_with("BEGIN IMMEDIATE").await?))
+            }
+            Pools::Postgres(pool) => Ok(Tx::Postgres(pool.begin().await?)),
         }
     }
 
     /// A connection for reads that need no transaction.
     pub async fn read(&self) -> Result<Conn, sqlx::Error> {
-        match self {
-            Db::Sqlite { read, .. } => Ok(Conn::Sqlite(read.acquire().await?)),
-            Db::Postgres(pool) => Ok(Conn::Postgres(pool.acquire().await?)),
+        match &self.pools {
+            Pools::Sqlite { read, .. } => Ok(Conn::Sqlite(read.acquire().await?)),
+            Pools::Postgres(pool) => Ok(Conn::Postgres(pool.acquire().await?)),
         }
     }
 
@@ -224,12 +343,12 @@ impl Db {
     }
 
     pub async fn close(&self) {
-        match self {
-            Db::Sqlite { write, read } => {
+        match &self.pools {
+            Pools::Sqlite { write, read } => {
                 read.close().await;
                 write.close().await;
             }
-            Db::Postgres(pool) => pool.close().await,
+            Pools::Postgres(pool) => pool.close().await,
         }
     }
 }

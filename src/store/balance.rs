@@ -16,6 +16,11 @@ pub struct BalanceRow {
     pub balance: i64,
     pub updated_at: DateTime<Utc>,
 }
+crate::lite_row!(BalanceRow {
+    user_id,
+    balance,
+    updated_at
+});
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct LedgerRow {
@@ -26,6 +31,14 @@ pub struct LedgerRow {
     pub order_id: Option<i64>,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(LedgerRow {
+    id,
+    kind,
+    amount,
+    balance_after,
+    order_id,
+    created_at
+});
 
 pub struct Charge {
     pub user_id: i64,

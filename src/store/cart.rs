@@ -21,6 +21,15 @@ pub struct CartLineRow {
     pub stock: i64,
     pub added_at: DateTime<Utc>,
 }
+crate::lite_row!(CartLineRow {
+    product_id,
+    quantity,
+    name,
+    price,
+    status,
+    stock,
+    added_at
+});
 
 /// Set the quantity of a product in the cart (adding the line if needed).
 pub async fn put_item(
@@ -75,6 +84,15 @@ pub async fn lines(h: &mut impl Handle, user_id: i64) -> AppResult<Vec<CartLineR
 }
 
 /// The lines to order from the cart: all of it, or only `product_ids`.
+/// The products in a member's cart.
+pub async fn product_ids(h: &mut impl Handle, user_id: i64) -> AppResult<Vec<i64>> {
+    Ok(sql_all!((i64,); h,
+        "SELECT product_id FROM cart_items WHERE user_id = $1 ORDER BY product_id", user_id)?
+    .into_iter()
+    .map(|(id,)| id)
+    .collect())
+}
+
 pub async fn lines_for_order(
     tx: &mut Tx,
     user_id: i64,

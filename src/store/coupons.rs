@@ -30,6 +30,20 @@ pub struct CampaignRow {
     pub valid_days: i64,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(CampaignRow {
+    id,
+    name,
+    discount_type,
+    discount_value,
+    max_discount,
+    min_order_amount,
+    total_quantity,
+    issued_quantity,
+    issue_starts_at,
+    issue_ends_at,
+    valid_days,
+    created_at
+});
 
 /// Rebuild a coupon's terms from its stored columns (validated again: a bad row is a 500, not a
 /// silently wrong discount).
@@ -78,6 +92,21 @@ pub struct UserCouponRow {
     pub used_at: Option<DateTime<Utc>>,
     pub order_id: Option<i64>,
 }
+crate::lite_row!(UserCouponRow {
+    id,
+    coupon_id,
+    user_id,
+    name,
+    discount_type,
+    discount_value,
+    max_discount,
+    min_order_amount,
+    status,
+    issued_at,
+    expires_at,
+    used_at,
+    order_id
+});
 
 impl UserCouponRow {
     pub fn terms(&self) -> AppResult<CouponTerms> {

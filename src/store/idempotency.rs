@@ -14,6 +14,13 @@ pub struct KeyRow {
     pub response_body: Option<String>,
     pub locked_until: DateTime<Utc>,
 }
+crate::lite_row!(KeyRow {
+    request_hash,
+    status,
+    response_status,
+    response_body,
+    locked_until
+});
 
 /// Try to take `key` for a new request. True if this call created it.
 pub async fn insert_in_progress(

@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use crate::db::{Handle, Tx};
+use crate::db::{Db, Handle, Locks, Tx};
 use crate::domain::coupon::NotApplicable;
 use crate::domain::money::LedgerKind;
 use crate::domain::order::{OrderLines, OrderStatus, PricingError, line_total, price_order};
@@ -40,6 +40,21 @@ pub struct OrderRow {
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
 }
+crate::lite_row!(OrderRow {
+    id,
+    user_id,
+    status,
+    from_cart,
+    subtotal,
+    discount,
+    total,
+    user_coupon_id,
+    coupon_id,
+    expires_at,
+    created_at,
+    updated_at,
+    paid_at
+});
 
 impl OrderRow {
     pub fn status(&self) -> AppResult<OrderStatus> {
@@ -58,6 +73,14 @@ pub struct LineRow {
     pub quantity: i64,
     pub line_total: i64,
 }
+crate::lite_row!(LineRow {
+    order_id,
+    product_id,
+    name,
+    unit_price,
+    quantity,
+    line_total
+});
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct PaymentRow {
@@ -68,6 +91,14 @@ pub struct PaymentRow {
     pub failure_code: Option<String>,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(PaymentRow {
+    id,
+    order_id,
+    amount,
+    status,
+    failure_code,
+    created_at
+});
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct HistoryRow {
@@ -77,6 +108,13 @@ pub struct HistoryRow {
     pub reason: String,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(HistoryRow {
+    order_id,
+    from_status,
+    to_status,
+    reason,
+    created_at
+});
 
 /// Where an order's lines come from.
 pub enum OrderSource {
@@ -127,6 +165,7 @@ struct Reserved {
     name: String,
     price: i64,
 }
+crate::lite_row!(Reserved { name, price });
 
 fn coupon_invalid(reason: &str, message: &str, extra: serde_json::Value) -> AppError {
     let mut details = json!({ "reason": reason });
@@ -533,6 +572,37 @@ pub async fn expire_order(tx: &mut Tx, order_id: i64, now: DateTime<Utc>) -> App
         }
         None => Ok(false),
     }
+}
+
+/// The rows cancelling or expiring `order_id` locks: the order and its products (an order's
+/// lines never change, so this read outside the transaction is exact).
+pub async fn closing_locks(db: &Db, order_id: i64) -> AppResult<Locks> {
+    let mut conn = db.read().await?;
+    let products = order_lines(&mut conn, order_id)
+        .await?
+        .into_iter()
+        .map(|l| l.product_id)
+        .collect();
+    Ok(Locks {
+        products,
+        orders: vec![order_id],
+        ..Locks::none()
+    })
+}
+
+/// The rows paying `order_id` locks: the order and its member's balance row.
+pub async fn paying_locks(db: &Db, order_id: i64) -> AppResult<Locks> {
+    let mut conn = db.read().await?;
+    let user_id: Option<i64> = sql_scalar_optional!(
+        &mut conn,
+        "SELECT user_id FROM orders WHERE id = $1",
+        order_id
+    )?;
+    Ok(Locks {
+        users: user_id.into_iter().collect(),
+        orders: vec![order_id],
+        ..Locks::none()
+    })
 }
 
 /// PENDING orders whose reservation has run out (oldest first).

@@ -81,6 +81,13 @@ pub struct ClaimedEvent {
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(ClaimedEvent {
+    id,
+    event_type,
+    payload,
+    attempts,
+    created_at
+});
 
 /// Claim up to `limit` due PENDING events for delivery until `lease_until`. A claim is a lease:
 /// no other relay (in this or another instance) takes the event until it runs out, and a
@@ -174,6 +181,18 @@ pub struct EventRow {
     pub created_at: DateTime<Utc>,
     pub delivered_at: Option<DateTime<Utc>>,
 }
+crate::lite_row!(EventRow {
+    id,
+    event_type,
+    aggregate_id,
+    payload,
+    status,
+    attempts,
+    next_attempt_at,
+    last_error,
+    created_at,
+    delivered_at
+});
 
 /// Events in creation order (ids are UUIDv7, so their text order is their time order).
 pub async fn list(

@@ -21,6 +21,16 @@ pub struct ProductRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
+crate::lite_row!(ProductRow {
+    id,
+    name,
+    description,
+    price,
+    status,
+    stock,
+    created_at,
+    updated_at
+});
 
 impl ProductRow {
     pub fn status(&self) -> AppResult<ProductStatus> {

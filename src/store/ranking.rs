@@ -119,6 +119,14 @@ pub struct RankedRow {
     pub sold_quantity: i64,
     pub revenue: i64,
 }
+crate::lite_row!(RankedRow {
+    product_id,
+    name,
+    price,
+    status,
+    sold_quantity,
+    revenue
+});
 
 /// Top `limit` products by quantity over days `>= from_day`, ties by revenue then id.
 /// Discontinued products are hidden, as everywhere else.

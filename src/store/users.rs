@@ -12,6 +12,11 @@ pub struct UserRow {
     pub name: String,
     pub created_at: DateTime<Utc>,
 }
+crate::lite_row!(UserRow {
+    id,
+    name,
+    created_at
+});
 
 pub struct CreateUser<'a> {
     pub name: &'a str,

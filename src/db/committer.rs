@@ -1,0 +1,468 @@
+//! Group commit (SPEC §13): every write command is queued to a committer that runs many
+//! commands in ONE transaction, each in its own savepoint, commits once, and only then answers
+//! every caller.
+//!
+//! - A command that fails (a business rejection or a statement error) rolls back only its own
+//!   savepoint; its caller gets that failure, the rest of the batch commits.
+//! - A failed commit (or a broken connection) answers every caller of the batch with a
+//!   retryable `503`, and nothing of the batch is applied.
+//! - The queue is bounded: when it is full the caller is answered `503` at once.
+//! - SQLite: one committer thread owns the one write connection (rusqlite, cached statements,
+//!   no per-statement thread hand-off).
+//! - PostgreSQL: several committer threads, each with its own connection. Before running a
+//!   batch a committer locks the rows the batch declared ([`Locks`]) in one global order
+//!   (coupons, products, users, orders; ascending ids), so two batches never wait on each
+//!   other in a cycle, and many orders of one batch on one hot product take its lock once.
+//!   A command that still loses a deadlock (a row it did not declare) is answered `503`
+//!   (retryable) alone.
+//!
+//! Each committer runs on its own OS thread with a single-threaded runtime, so the command
+//! futures need not be `Send`; only the command closure crosses threads.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, Instant};
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+use tokio::sync::oneshot;
+
+use super::lite::LiteConn;
+use super::{Savepoint, Tx};
+
+/// A future that runs on the committer's own thread.
+pub type LocalFuture<'t, T> = Pin<Box<dyn Future<Output = T> + 't>>;
+
+/// A write command: a closure over the batch transaction, sent to the committer thread.
+pub type Command<T, E> =
+    Box<dyn for<'t> FnOnce(&'t mut Tx) -> LocalFuture<'t, Result<T, E>> + Send + 'static>;
+
+/// What the committer needs to know about a command's error type.
+pub trait CommandError: Sized {
+    /// The answer to every caller of a batch that could not commit, or of a full queue.
+    fn unavailable(reason: &'static str) -> Self;
+    /// A failure of the database itself (connection, protocol): the batch's transaction may be
+    /// unusable, so the savepoint is rolled back before the next command.
+    fn from_db(err: sqlx::Error) -> Self;
+}
+
+/// Rows a command will lock, declared up front so a batch locks them in one global order
+/// (PostgreSQL). A command that touches rows it did not declare is still correct; it only
+/// risks a deadlock, which answers that command `503`.
+#[derive(Clone, Debug, Default)]
+pub struct Locks {
+    pub coupons: Vec<i64>,
+    pub products: Vec<i64>,
+    pub users: Vec<i64>,
+    pub orders: Vec<i64>,
+}
+
+impl Locks {
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    pub fn user(user_id: i64) -> Self {
+        Self {
+            users: vec![user_id],
+            ..Self::default()
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.coupons.is_empty()
+            && self.products.is_empty()
+            && self.users.is_empty()
+            && self.orders.is_empty()
+    }
+
+    fn extend(&mut self, other: &Locks) {
+        self.coupons.extend_from_slice(&other.coupons);
+        self.products.extend_from_slice(&other.products);
+        self.users.extend_from_slice(&other.users);
+        self.orders.extend_from_slice(&other.orders);
+    }
+}
+
+/// Committer knobs.
+#[derive(Clone, Debug)]
+pub struct CommitOptions {
+    /// Most commands in one transaction.
+    pub batch_max: usize,
+    /// After the first command arrives, wait this long for more (0: batch what is queued).
+    pub wait: Duration,
+    /// Commands queued beyond this are refused with `503`.
+    pub queue_capacity: usize,
+    /// PostgreSQL committers (connections) per instance.
+    pub pg_committers: usize,
+}
+
+impl Default for CommitOptions {
+    fn default() -> Self {
+        Self {
+            batch_max: 256,
+            wait: Duration::ZERO,
+            queue_capacity: 16_384,
+            pg_committers: 4,
+        }
+    }
+}
+
+/// The type-erased job the queue carries.
+trait Job: Send {
+    fn abandoned(&self) -> bool;
+    fn locks(&self) -> &Locks;
+    fn enqueued(&self) -> Instant;
+    /// Run the command in a savepoint. `Err` only when the transaction itself broke.
+    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<(), sqlx::Error>>;
+    /// Answer the caller once the batch's fate is known.
+    fn finish(self: Box<Self>, committed: bool);
+}
+
+struct TypedJob<T, E> {
+    command: Option<Command<T, E>>,
+    outcome: Option<Result<T, E>>,
+    reply: oneshot::Sender<Result<T, E>>,
+    locks: Locks,
+    enqueued: Instant,
+}
+
+impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E> {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed()
+    }
+
+    fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    fn enqueued(&self) -> Instant {
+        self.enqueued
+    }
+
+    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<(), sqlx::Error>> {
+        Box::pin(async move {
+            let Some(command) = self.command.take() else {
+                return Ok(());
+            };
+            tx.savepoint(Savepoint::Command).await?;
+            let outcome = command(tx).await;
+            if outcome.is_ok() {
+                tx.release(Savepoint::Command).await?;
+            } else {
+                tx.rollback_to(Savepoint::Command).await?;
+            }
+            self.outcome = Some(outcome);
+            Ok(())
+        })
+    }
+
+    fn finish(self: Box<Self>, committed: bool) {
+        let answer = match (committed, self.outcome) {
+            (true, Some(outcome)) => outcome,
+            (true, None) => Err(E::unavailable("the command did not run")),
+            (false, _) => Err(E::unavailable("the batch could not be committed")),
+        };
+        // The caller may have gone (timeout); its effect, if any, is committed regardless.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// Where the committers write.
+#[derive(Clone, Debug)]
+pub enum Target {
+    Sqlite { path: PathBuf, durable: bool },
+    Postgres(Box<PgConnectOptions>),
+}
+
+/// The handle requests use to submit commands. Cheap to clone; the committers stop when the
+/// last handle is dropped.
+#[derive(Clone, Debug)]
+pub struct Committer {
+    queue: flume::Sender<Box<dyn Job>>,
+}
+
+impl Committer {
+    /// Start the committer thread(s) for `target`.
+    pub fn start(target: Target, options: CommitOptions) -> std::io::Result<Self> {
+        let (queue, jobs) = flume::bounded::<Box<dyn Job>>(options.queue_capacity.max(1));
+        match target {
+            Target::Sqlite { path, durable } => {
+                let options = options.clone();
+                std::thread::Builder::new()
+                    .name("shopd-committer".into())
+                    .spawn(move || sqlite_committer(path, durable, jobs, options))?;
+            }
+            Target::Postgres(connect) => {
+                for i in 0..options.pg_committers.max(1) {
+                    let (connect, jobs, options) =
+                        ((*connect).clone(), jobs.clone(), options.clone());
+                    std::thread::Builder::new()
+                        .name(format!("shopd-committer-{i}"))
+                        .spawn(move || postgres_committer(connect, jobs, options))?;
+                }
+            }
+        }
+        Ok(Self { queue })
+    }
+
+    /// Queue `command` and wait for its answer, given after its batch committed.
+    pub async fn submit<T, E>(&self, locks: Locks, command: Command<T, E>) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: CommandError + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(TypedJob {
+            command: Some(command),
+            outcome: None,
+            reply,
+            locks,
+            enqueued: Instant::now(),
+        });
+        match self.queue.try_send(job) {
+            Ok(()) => {}
+            Err(flume::TrySendError::Full(_)) => {
+                metrics::counter!("shopd_commit_rejected_total", "reason" => "queue_full")
+                    .increment(1);
+                return Err(E::unavailable("the write queue is full"));
+            }
+            Err(flume::TrySendError::Disconnected(_)) => {
+                return Err(E::unavailable("the committer has stopped"));
+            }
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(E::unavailable("the committer stopped before answering")))
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(err) => {
+            tracing::error!(error = %err, "committer: cannot start its runtime");
+            None
+        }
+    }
+}
+
+/// Take the next batch: block for the first job, then whatever else is queued (up to the
+/// maximum), optionally waiting a little for more. `None` when every handle is gone.
+async fn next_batch(
+    jobs: &flume::Receiver<Box<dyn Job>>,
+    options: &CommitOptions,
+) -> Option<Vec<Box<dyn Job>>> {
+    let first = jobs.recv_async().await.ok()?;
+    let mut batch = vec![first];
+    drain(jobs, &mut batch, options.batch_max);
+    if !options.wait.is_zero() && batch.len() < options.batch_max {
+        let deadline = tokio::time::Instant::now() + options.wait;
+        while batch.len() < options.batch_max {
+            match tokio::time::timeout_at(deadline, jobs.recv_async()).await {
+                Ok(Ok(job)) => {
+                    batch.push(job);
+                    drain(jobs, &mut batch, options.batch_max);
+                }
+                _ => break,
+            }
+        }
+    }
+    // A caller that gave up before its command ran is not run at all.
+    let (live, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| !j.abandoned());
+    for job in gone {
+        job.finish(false);
+    }
+    Some(live)
+}
+
+fn drain(jobs: &flume::Receiver<Box<dyn Job>>, batch: &mut Vec<Box<dyn Job>>, max: usize) {
+    while batch.len() < max {
+        match jobs.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+}
+
+fn record_batch(batch: &[Box<dyn Job>]) {
+    metrics::histogram!("shopd_commit_batch_size").record(batch.len() as f64);
+    let now = Instant::now();
+    for job in batch {
+        metrics::histogram!("shopd_commit_queue_wait_seconds")
+            .record(now.duration_since(job.enqueued()).as_secs_f64());
+    }
+}
+
+/// Run every job of the batch on `tx`. `Err` when the transaction broke.
+async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    for job in batch.iter_mut() {
+        job.run(tx).await?;
+    }
+    Ok(())
+}
+
+fn answer(batch: Vec<Box<dyn Job>>, committed: bool, started: Instant) {
+    metrics::histogram!("shopd_commit_duration_seconds").record(started.elapsed().as_secs_f64());
+    if !committed {
+        metrics::counter!("shopd_commit_failed_batches_total").increment(1);
+    }
+    for job in batch {
+        job.finish(committed);
+    }
+}
+
+fn sqlite_committer(
+    path: PathBuf,
+    durable: bool,
+    jobs: flume::Receiver<Box<dyn Job>>,
+    options: CommitOptions,
+) {
+    let Some(rt) = runtime() else { return };
+    rt.block_on(async move {
+        let mut conn: Option<LiteConn> = None;
+        while let Some(mut batch) = next_batch(&jobs, &options).await {
+            if batch.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            record_batch(&batch);
+            let lite = match conn.take() {
+                Some(c) => c,
+                None => match LiteConn::open(&path, durable) {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::error!(error = %err, path = %path.display(), "committer: cannot open the SQLite database");
+                        answer(batch, false, started);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let mut tx = Tx::Lite(lite);
+            let committed = match tx.lite_begin().await {
+                Ok(()) => match run_jobs(&mut tx, &mut batch).await {
+                    Ok(()) => tx.lite_finish(true).await,
+                    Err(err) => {
+                        tracing::error!(error = %err, "committer: batch failed; rolling back");
+                        let _ = tx.lite_finish(false).await;
+                        Err(err)
+                    }
+                },
+                Err(err) => Err(err),
+            };
+            let committed = match committed {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::error!(error = %err, "committer: commit failed; every caller of the batch gets 503");
+                    false
+                }
+            };
+            if let Tx::Lite(lite) = tx {
+                conn = Some(lite);
+            }
+            answer(batch, committed, started);
+        }
+    });
+}
+
+fn postgres_committer(
+    connect: PgConnectOptions,
+    jobs: flume::Receiver<Box<dyn Job>>,
+    options: CommitOptions,
+) {
+    let Some(rt) = runtime() else { return };
+    rt.block_on(async move {
+        let mut conn: Option<PgConnection> = None;
+        while let Some(mut batch) = next_batch(&jobs, &options).await {
+            if batch.is_empty() {
+                continue;
+            }
+            let started = Instant::now();
+            record_batch(&batch);
+            let pg = match conn.take() {
+                Some(c) => c,
+                None => match connect.connect().await {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::error!(error = %err, "committer: cannot connect to PostgreSQL");
+                        answer(batch, false, started);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let mut tx = Tx::PgBatch(pg);
+            let result = async {
+                tx.pg_execute("BEGIN").await?;
+                lock_in_global_order(&mut tx, &batch).await?;
+                run_jobs(&mut tx, &mut batch).await?;
+                tx.pg_execute("COMMIT").await
+            }
+            .await;
+            let committed = match result {
+                Ok(()) => true,
+                Err(err) => {
+                    tracing::error!(error = %err, "committer: batch failed; every caller of the batch gets 503");
+                    // Leave the connection clean (or drop it if it is broken).
+                    if tx.pg_execute("ROLLBACK").await.is_err() {
+                        if let Tx::PgBatch(c) = tx {
+                            let _ = c.close().await;
+                        }
+                        answer(batch, false, started);
+                        continue;
+                    }
+                    false
+                }
+            };
+            if let Tx::PgBatch(c) = tx {
+                conn = Some(c);
+            }
+            answer(batch, committed, started);
+        }
+    });
+}
+
+/// Lock every row the batch declared, table by table in one global order, ascending ids.
+async fn lock_in_global_order(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    let mut all = Locks::none();
+    for job in batch {
+        all.extend(job.locks());
+    }
+    if all.is_empty() {
+        return Ok(());
+    }
+    let Tx::PgBatch(conn) = tx else {
+        return Ok(());
+    };
+    for (ids, sql) in [
+        (
+            &mut all.coupons,
+            "SELECT id FROM coupons WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ),
+        (
+            &mut all.products,
+            "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ),
+        (
+            &mut all.users,
+            "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ),
+        (
+            &mut all.orders,
+            "SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        ),
+    ] {
+        if ids.is_empty() {
+            continue;
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        sqlx::query(sql).bind(&*ids).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
