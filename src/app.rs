@@ -263,11 +263,16 @@ pub fn prometheus() -> &'static PrometheusHandle {
         let buckets = [
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets(&buckets) {
-            Ok(b) => b,
-            Err(_) => PrometheusBuilder::new(),
-        };
+        let batch_sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets(&buckets)
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full("shopd_commit_batch_size".into()),
+                    &batch_sizes,
+                )
+            })
+            .unwrap_or_else(|_| PrometheusBuilder::new());
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         // Fails only if another recorder was installed first; metrics then go there.

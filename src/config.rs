@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
-use crate::db::DbOptions;
+use crate::db::{CommitOptions, DbOptions};
 use crate::domain::money::BalanceLimits;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -26,6 +26,19 @@ pub struct DatabaseSettings {
     /// the last commits, never corrupt). Default is durable (`synchronous=FULL`).
     #[arg(long, env = "SHOPD_SQLITE_RELAXED_DURABILITY", default_value_t = false)]
     pub sqlite_relaxed_durability: bool,
+    /// Group commit: most write commands in one transaction.
+    #[arg(long, env = "SHOPD_COMMIT_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub commit_batch_max: u32,
+    /// Group commit: after the first command arrives, wait this long for more (`0s`: batch
+    /// only what is already queued — no added latency).
+    #[arg(long, env = "SHOPD_COMMIT_WAIT", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub commit_wait: Duration,
+    /// Group commit: write commands queued beyond this are answered `503` with `Retry-After`.
+    #[arg(long, env = "SHOPD_COMMIT_QUEUE", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub commit_queue: u32,
+    /// PostgreSQL: committers (each with its own connection) per instance.
+    #[arg(long, env = "SHOPD_PG_COMMITTERS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pg_committers: u32,
 }
 
 impl DatabaseSettings {
@@ -34,6 +47,10 @@ impl DatabaseSettings {
             database_url: url.into(),
             db_max_connections: 16,
             sqlite_relaxed_durability: false,
+            commit_batch_max: 256,
+            commit_wait: Duration::ZERO,
+            commit_queue: 16_384,
+            pg_committers: 4,
         }
     }
 
@@ -41,6 +58,12 @@ impl DatabaseSettings {
         DbOptions {
             max_connections: self.db_max_connections,
             sqlite_durable: !self.sqlite_relaxed_durability,
+            commit: CommitOptions {
+                batch_max: self.commit_batch_max as usize,
+                wait: self.commit_wait,
+                queue_capacity: self.commit_queue as usize,
+                pg_committers: self.pg_committers as usize,
+            },
             ..DbOptions::default()
         }
     }

@@ -316,6 +316,28 @@ fn answer(batch: Vec<Box<dyn Job>>, committed: bool, started: Instant) {
     }
 }
 
+/// Checkpoint the WAL from a connection of its own, so the committer never stops to copy pages
+/// into the database file (its connection has `wal_autocheckpoint = 0`). Ends when the
+/// committer does.
+fn sqlite_checkpointer(path: PathBuf, committer_alive: std::sync::mpsc::Receiver<()>) {
+    let mut conn = None;
+    loop {
+        match committer_alive.recv_timeout(Duration::from_millis(100)) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            _ => return,
+        }
+        if conn.is_none() {
+            conn = LiteConn::open_checkpointer(&path).ok();
+        }
+        if let Some(c) = conn.as_mut()
+            && let Err(err) = c.checkpoint()
+        {
+            tracing::warn!(error = %err, "WAL checkpoint failed; will retry");
+            conn = None;
+        }
+    }
+}
+
 fn sqlite_committer(
     path: PathBuf,
     durable: bool,
@@ -323,6 +345,15 @@ fn sqlite_committer(
     options: CommitOptions,
 ) {
     let Some(rt) = runtime() else { return };
+    // Dropped when this thread ends, which stops the checkpointer.
+    let (_alive, alive) = std::sync::mpsc::channel::<()>();
+    let checkpoint_path = path.clone();
+    if let Err(err) = std::thread::Builder::new()
+        .name("shopd-checkpointer".into())
+        .spawn(move || sqlite_checkpointer(checkpoint_path, alive))
+    {
+        tracing::error!(error = %err, "cannot start the WAL checkpointer");
+    }
     rt.block_on(async move {
         let mut conn: Option<LiteConn> = None;
         while let Some(mut batch) = next_batch(&jobs, &options).await {
