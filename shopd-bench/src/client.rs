@@ -49,4 +49,19 @@ impl Client {
         }
         Ok(body)
     }
+
+    /// A plain-text GET (the Prometheus `/metrics` page), as admin in case it is ever protected.
+    pub async fn text(&self, path: &str) -> anyhow::Result<String> {
+        let response = self
+            .http
+            .get(format!("{}{}", self.base, path))
+            .bearer_auth(&self.admin)
+            .send()
+            .await?;
+        let status = response.status();
+        if !status.is_success() {
+            anyhow::bail!("{path}: {status}");
+        }
+        Ok(response.text().await?)
+    }
 }

@@ -4,8 +4,8 @@
 //! one scenario against a running server with N concurrent clients (closed loop: as fast as
 //! the server answers; open loop: a fixed arrival rate, latency measured from each request's
 //! scheduled time so a slow server cannot hide queueing), prints throughput, latency
-//! percentiles and outcome counts, and checks the scenario's invariant on the final state,
-//! exiting non-zero when it fails.
+//! percentiles, outcome counts and the server's group-commit series, and checks the
+//! scenario's invariant on the final state, exiting non-zero when it fails.
 
 mod args;
 mod checks;
@@ -20,6 +20,19 @@ use clap::Parser;
 
 use args::Args;
 use client::Client;
+use report::metrics::CommitMetrics;
+
+/// The server's group-commit series now; nothing (and a note) when `/metrics` cannot be read,
+/// since the load figures stand without them.
+async fn commit_metrics(client: &Client) -> CommitMetrics {
+    match client.text("/metrics").await {
+        Ok(text) => CommitMetrics::parse(&text),
+        Err(err) => {
+            eprintln!("metrics: {err:#}");
+            CommitMetrics::default()
+        }
+    }
+}
 
 async fn main_async(args: Args) -> anyhow::Result<bool> {
     let http = reqwest::Client::builder()
@@ -31,10 +44,12 @@ async fn main_async(args: Args) -> anyhow::Result<bool> {
         admin: args.admin_token.clone(),
     };
     let fixture = Arc::new(scenarios::prepare(&client, &args).await?);
+    let before = commit_metrics(&client).await;
     eprintln!("running {:?}...", args.scenario);
     let (tally, elapsed) = scenarios::run::run(&client, &args, fixture.clone()).await;
+    let commit = commit_metrics(&client).await.since(&before);
     let failures = checks::check(&client, &args, &fixture, &tally).await?;
-    let report = report::report(&args, &tally, elapsed, failures);
+    let report = report::report(&args, &tally, elapsed, failures, commit);
     report::print(&report);
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&report)?)?;

@@ -1,5 +1,7 @@
-//! Tallies of what happened, the report (throughput, latency percentiles, outcomes, invariant)
-//! printed as text and optionally written as JSON.
+//! Tallies of what happened, the report (throughput, latency percentiles, outcomes, invariant,
+//! the server's group-commit series) printed as text and optionally written as JSON.
+
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,6 +11,7 @@ use serde::Serialize;
 
 use crate::args::{Args, Scenario};
 use crate::scenarios::ops::Outcome;
+use metrics::CommitMetrics;
 
 /// Per-client tallies, merged at the end (no shared locks on the hot path).
 pub struct Tally {
@@ -74,6 +77,9 @@ pub struct Report {
     pub outcomes: BTreeMap<String, u64>,
     pub invariant_ok: bool,
     pub invariant_failures: Vec<String>,
+    /// The server's group-commit series during the run, where it exports them.
+    #[serde(flatten)]
+    pub commit: CommitMetrics,
 }
 
 /// p50/p90/p99/max of a microsecond histogram, in milliseconds.
@@ -87,7 +93,13 @@ pub fn latency_ms(latency: &Histogram<u64>) -> BTreeMap<&'static str, f64> {
     ])
 }
 
-pub fn report(args: &Args, tally: &Tally, elapsed: Duration, failures: Vec<String>) -> Report {
+pub fn report(
+    args: &Args,
+    tally: &Tally,
+    elapsed: Duration,
+    failures: Vec<String>,
+    commit: CommitMetrics,
+) -> Report {
     let requests = tally.latency.len();
     let successful: u64 = tally
         .outcomes
@@ -112,6 +124,7 @@ pub fn report(args: &Args, tally: &Tally, elapsed: Duration, failures: Vec<Strin
         outcomes: tally.outcomes.clone(),
         invariant_ok: failures.is_empty(),
         invariant_failures: failures,
+        commit,
     }
 }
 
@@ -130,6 +143,9 @@ pub fn print(r: &Report) {
     );
     for (outcome, count) in &r.outcomes {
         println!("outcome    {outcome:<40} {count}");
+    }
+    for line in r.commit.lines() {
+        println!("commit     {line}");
     }
     if r.invariant_ok {
         println!("invariant  OK");
