@@ -35,8 +35,12 @@ async fn commit_metrics(client: &Client) -> CommitMetrics {
 }
 
 async fn main_async(args: Args) -> anyhow::Result<bool> {
+    // Every scenario picks members by index.
+    if args.members == 0 {
+        anyhow::bail!("--members must be at least 1");
+    }
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency * 2)
+        .pool_max_idle_per_host(args.concurrency.saturating_mul(2))
         .build()?;
     let client = Client {
         http,
