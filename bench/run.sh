@@ -15,7 +15,8 @@ SCENARIO=${2:?scenario}
 shift 2
 PORT=${SHOPD_BENCH_PORT:-18180}
 TOKEN=bench-admin-token
-cargo build --release -q --bins
+# shopd-bench is its own workspace member: build both packages.
+cargo build --release -q -p shopd -p shopd-bench
 WORK=$(mktemp -d)
 case "$BACKEND" in
   sqlite) URL="sqlite://$WORK/shopd.db" ;;
