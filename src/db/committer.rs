@@ -429,8 +429,7 @@ fn postgres_committer(
             };
             let mut tx = Tx::PgBatch(pg);
             let result = async {
-                tx.pg_execute("BEGIN").await?;
-                lock_in_global_order(&mut tx, &batch).await?;
+                begin_and_lock(&mut tx, &batch).await?;
                 run_jobs(&mut tx, &mut batch).await?;
                 tx.pg_execute("COMMIT").await
             }
@@ -456,6 +455,33 @@ fn postgres_committer(
             answer(batch, committed, started);
         }
     });
+}
+
+/// Begin the batch's transaction and take its declared locks. Taking them is retried (up to
+/// three times) when PostgreSQL picks this batch as a deadlock victim — nothing has run yet,
+/// so starting over is safe — against a transaction that locks outside the global order.
+async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    let mut attempt = 0;
+    loop {
+        tx.pg_execute("BEGIN").await?;
+        match lock_in_global_order(tx, batch).await {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt < 3 && is_deadlock(&err) => {
+                attempt += 1;
+                metrics::counter!("shopd_commit_lock_retries_total").increment(1);
+                tracing::info!(
+                    attempt,
+                    "committer: lost a deadlock while locking; retrying"
+                );
+                tx.pg_execute("ROLLBACK").await?;
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
+fn is_deadlock(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
 /// Lock every row the batch declared, table by table in one global order, ascending ids.

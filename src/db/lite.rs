@@ -178,8 +178,8 @@ impl LiteConn {
 type CachedStatement<'c> = rusqlite::CachedStatement<'c>;
 
 const PARAMETER_NAMES: [&str; 16] = [
-    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14",
-    "$15", "$16",
+    "$1", "$2", "$3", "$4", "$5", "$6", "$7", "$8", "$9", "$10", "$11", "$12", "$13", "$14", "$15",
+    "$16",
 ];
 
 /// A value bound to a statement, encoded exactly as sqlx's SQLite driver encodes it.

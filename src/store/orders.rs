@@ -9,7 +9,7 @@
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 
-use crate::db::{Db, Handle, Locks, Tx};
+use crate::db::{Arg, Db, Handle, Locks, Tx};
 use crate::domain::coupon::NotApplicable;
 use crate::domain::money::LedgerKind;
 use crate::domain::order::{OrderLines, OrderStatus, PricingError, line_total, price_order};
@@ -227,26 +227,39 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
         PricingError::Overflow => AppError::validation("items", "order total is too large"),
     })?;
 
-    let order = sql_one!(OrderRow; tx,
+    // Pay at once when asked: debit first (never below zero), so the order row is written
+    // once, already PAID, with its history in one statement.
+    let debited = if pay {
+        debit(tx, user_id, amounts.total, now).await?
+    } else {
+        None
+    };
+    let status = if debited.is_some() {
+        OrderStatus::Paid
+    } else {
+        OrderStatus::Pending
+    };
+    let mut order = sql_one!(OrderRow; tx,
         concat!("INSERT INTO orders (user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id,
-                                     expires_at, created_at, updated_at)
-                 VALUES ($1, 'PENDING', $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING ", order_columns!()),
-        user_id, from_cart, amounts.subtotal, amounts.discount, amounts.total,
+                                     expires_at, created_at, updated_at, paid_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ", order_columns!()),
+        user_id, status.as_str(), from_cart, amounts.subtotal, amounts.discount, amounts.total,
         user_coupon.as_ref().map(|c| c.id), user_coupon.as_ref().map(|c| c.coupon_id),
-        now + reservation_ttl, now)?;
-    for (product_id, name, unit_price, quantity, total) in &snapshot {
-        sql_execute!(
-            tx,
-            "INSERT INTO order_lines (order_id, product_id, name, unit_price, quantity, line_total)
-             VALUES ($1, $2, $3, $4, $5, $6)",
-            order.id,
-            *product_id,
-            name.as_str(),
-            *unit_price,
-            *quantity,
-            *total
-        )?;
-    }
+        now + reservation_ttl, now, debited.map(|_| now))?;
+    let lines: Vec<LineRow> = snapshot
+        .into_iter()
+        .map(
+            |(product_id, name, unit_price, quantity, line_total)| LineRow {
+                order_id: order.id,
+                product_id,
+                name,
+                unit_price,
+                quantity,
+                line_total,
+            },
+        )
+        .collect();
+    insert_lines(tx, &lines).await?;
     if let Some(c) = &user_coupon {
         // Conditional: of several orders racing for one coupon, exactly one takes it.
         let taken = sql_execute!(
@@ -266,50 +279,159 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
             ));
         }
     }
-    record_transition(tx, order.id, None, OrderStatus::Pending, "PLACED", now).await?;
-
-    let lines: Vec<LineRow> = snapshot
-        .into_iter()
-        .map(
-            |(product_id, name, unit_price, quantity, line_total)| LineRow {
-                order_id: order.id,
-                product_id,
-                name,
-                unit_price,
-                quantity,
-                line_total,
-            },
-        )
-        .collect();
-    let mut details = OrderDetails {
-        history: vec![HistoryRow {
+    let mut history = vec![HistoryRow {
+        order_id: order.id,
+        from_status: None,
+        to_status: OrderStatus::Pending.as_str().to_string(),
+        reason: "PLACED".to_string(),
+        created_at: now,
+    }];
+    if debited.is_some() {
+        history.push(HistoryRow {
             order_id: order.id,
-            from_status: None,
-            to_status: OrderStatus::Pending.as_str().to_string(),
-            reason: "PLACED".to_string(),
+            from_status: Some(OrderStatus::Pending.as_str().to_string()),
+            to_status: OrderStatus::Paid.as_str().to_string(),
+            reason: "PAYMENT_SUCCEEDED".to_string(),
             created_at: now,
-        }],
-        order,
-        lines,
-        payments: Vec::new(),
-    };
-    let payment = if pay {
-        let (payment, attempt) = settle(tx, &mut details.order, &details.lines, now).await?;
-        details.payments.push(attempt);
-        if payment == Payment::Succeeded {
-            details.history.push(HistoryRow {
-                order_id: details.order.id,
-                from_status: Some(OrderStatus::Pending.as_str().to_string()),
-                to_status: OrderStatus::Paid.as_str().to_string(),
-                reason: "PAYMENT_SUCCEEDED".to_string(),
-                created_at: now,
-            });
+        });
+    }
+    insert_history(tx, &history).await?;
+
+    let mut payments = Vec::new();
+    let payment = match (pay, debited) {
+        (false, _) => None,
+        (true, Some(balance_after)) => {
+            payments.push(record_paid(tx, &mut order, &lines, balance_after, now).await?);
+            Some(Payment::Succeeded)
         }
-        Some(payment)
-    } else {
-        None
+        (true, None) => {
+            let (payment, attempt) = record_failed(tx, &order, now).await?;
+            payments.push(attempt);
+            Some(payment)
+        }
     };
-    Ok(Placed { details, payment })
+    Ok(Placed {
+        details: OrderDetails {
+            order,
+            lines,
+            payments,
+            history,
+        },
+        payment,
+    })
+}
+
+/// Lines of one order in one statement.
+async fn insert_lines(tx: &mut Tx, lines: &[LineRow]) -> AppResult<()> {
+    let sql = crate::db::multi_row(
+        "INSERT INTO order_lines (order_id, product_id, name, unit_price, quantity, line_total)",
+        6,
+        lines.len(),
+    );
+    let mut args = Vec::with_capacity(lines.len() * 6);
+    for l in lines {
+        args.extend([
+            Arg::I64(l.order_id),
+            Arg::I64(l.product_id),
+            Arg::Text(l.name.clone()),
+            Arg::I64(l.unit_price),
+            Arg::I64(l.quantity),
+            Arg::I64(l.line_total),
+        ]);
+    }
+    crate::db::execute_args(tx, sql, &args).await?;
+    Ok(())
+}
+
+/// Status-history rows in one statement.
+async fn insert_history(tx: &mut Tx, rows: &[HistoryRow]) -> AppResult<()> {
+    let sql = crate::db::multi_row(
+        "INSERT INTO order_status_history (order_id, from_status, to_status, reason, created_at)",
+        5,
+        rows.len(),
+    );
+    let mut args = Vec::with_capacity(rows.len() * 5);
+    for h in rows {
+        args.extend([
+            Arg::I64(h.order_id),
+            Arg::OptText(h.from_status.clone()),
+            Arg::Text(h.to_status.clone()),
+            Arg::Text(h.reason.clone()),
+            Arg::Time(h.created_at),
+        ]);
+    }
+    crate::db::execute_args(tx, sql, &args).await?;
+    Ok(())
+}
+
+/// Take `amount` from the member's balance if it covers it. The balance after, or `None`.
+async fn debit(
+    tx: &mut Tx,
+    user_id: i64,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> AppResult<Option<i64>> {
+    Ok(sql_scalar_optional!(tx,
+        "UPDATE users SET balance = balance - $1, balance_updated_at = $2 WHERE id = $3 AND balance >= $1
+         RETURNING balance",
+        amount, now, user_id)?)
+}
+
+/// A FAILED payment attempt (insufficient balance): recorded, the order stays PENDING.
+async fn record_failed(
+    tx: &mut Tx,
+    order: &OrderRow,
+    now: DateTime<Utc>,
+) -> AppResult<(Payment, PaymentRow)> {
+    let attempt = sql_one!(PaymentRow; tx,
+        "INSERT INTO payments (order_id, user_id, amount, status, failure_code, created_at)
+         VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)
+         RETURNING id, order_id, amount, status, failure_code, created_at",
+        order.id, order.user_id, order.total, now)?;
+    let balance: i64 = sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?;
+    let payment = Payment::InsufficientBalance {
+        balance,
+        total: order.total,
+    };
+    Ok((payment, attempt))
+}
+
+/// What follows a successful debit of a PAID order: ledger, payment, cart clean-up, outbox.
+async fn record_paid(
+    tx: &mut Tx,
+    order: &mut OrderRow,
+    lines: &[LineRow],
+    balance_after: i64,
+    now: DateTime<Utc>,
+) -> AppResult<PaymentRow> {
+    balance::append_ledger(
+        tx,
+        order.user_id,
+        LedgerKind::Payment,
+        order.total,
+        balance_after,
+        Some(order.id),
+        now,
+    )
+    .await?;
+    let attempt = sql_one!(PaymentRow; tx,
+        "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)
+         RETURNING id, order_id, amount, status, failure_code, created_at",
+        order.id, order.user_id, order.total, now)?;
+    if order.from_cart {
+        sql_execute!(
+            tx,
+            "DELETE FROM cart_items WHERE user_id = $1
+             AND product_id IN (SELECT product_id FROM order_lines WHERE order_id = $2)",
+            order.user_id,
+            order.id
+        )?;
+    }
+    order.status = OrderStatus::Paid.as_str().to_string();
+    order.paid_at = Some(now);
+    order.updated_at = now;
+    outbox::enqueue_order_paid(tx, order, lines, now).await?;
+    Ok(attempt)
 }
 
 /// Explain why the line at `failed` could not be reserved, naming every product that fails.
@@ -407,8 +529,8 @@ async fn usable_coupon(
     }
 }
 
-/// Pay a PENDING order whose row this transaction holds: debit (never below zero), payment,
-/// ledger, PAID, cart clean-up, outbox event — or a recorded FAILED attempt.
+/// Pay a PENDING order whose row this transaction holds: debit (never below zero), PAID,
+/// ledger, payment, cart clean-up, outbox event — or a recorded FAILED attempt.
 /// `lines` are the order's lines (for the outbox payload); on success `order` is updated to PAID.
 async fn settle(
     tx: &mut Tx,
@@ -416,38 +538,9 @@ async fn settle(
     lines: &[LineRow],
     now: DateTime<Utc>,
 ) -> AppResult<(Payment, PaymentRow)> {
-    let debited: Option<i64> = sql_scalar_optional!(tx,
-        "UPDATE users SET balance = balance - $1, balance_updated_at = $2 WHERE id = $3 AND balance >= $1
-         RETURNING balance",
-        order.total, now, order.user_id)?;
-    let Some(balance_after) = debited else {
-        let attempt = sql_one!(PaymentRow; tx,
-            "INSERT INTO payments (order_id, user_id, amount, status, failure_code, created_at)
-             VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)
-             RETURNING id, order_id, amount, status, failure_code, created_at",
-            order.id, order.user_id, order.total, now)?;
-        let balance: i64 =
-            sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?;
-        let payment = Payment::InsufficientBalance {
-            balance,
-            total: order.total,
-        };
-        return Ok((payment, attempt));
+    let Some(balance_after) = debit(tx, order.user_id, order.total, now).await? else {
+        return record_failed(tx, order, now).await;
     };
-    balance::append_ledger(
-        tx,
-        order.user_id,
-        LedgerKind::Payment,
-        order.total,
-        balance_after,
-        Some(order.id),
-        now,
-    )
-    .await?;
-    let attempt = sql_one!(PaymentRow; tx,
-        "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)
-         RETURNING id, order_id, amount, status, failure_code, created_at",
-        order.id, order.user_id, order.total, now)?;
     let paid = sql_execute!(
         tx,
         "UPDATE orders SET status = 'PAID', paid_at = $1, updated_at = $1 WHERE id = $2 AND status = 'PENDING'",
@@ -468,19 +561,7 @@ async fn settle(
         now,
     )
     .await?;
-    if order.from_cart {
-        sql_execute!(
-            tx,
-            "DELETE FROM cart_items WHERE user_id = $1
-             AND product_id IN (SELECT product_id FROM order_lines WHERE order_id = $2)",
-            order.user_id,
-            order.id
-        )?;
-    }
-    order.status = OrderStatus::Paid.as_str().to_string();
-    order.paid_at = Some(now);
-    order.updated_at = now;
-    outbox::enqueue_order_paid(tx, order, lines, now).await?;
+    let attempt = record_paid(tx, order, lines, balance_after, now).await?;
     Ok((Payment::Succeeded, attempt))
 }
 
