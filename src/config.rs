@@ -26,6 +26,10 @@ pub struct DatabaseSettings {
     /// the last commits, never corrupt). Default is durable (`synchronous=FULL`).
     #[arg(long, env = "SHOPD_SQLITE_RELAXED_DURABILITY", default_value_t = false)]
     pub sqlite_relaxed_durability: bool,
+    /// How long a request waits for a pooled connection before it is answered `503`
+    /// (`Retry-After`) instead of queueing without bound.
+    #[arg(long, env = "SHOPD_DB_ACQUIRE_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub db_acquire_timeout: Duration,
     /// Group commit: most write commands in one transaction.
     #[arg(long, env = "SHOPD_COMMIT_BATCH_MAX", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub commit_batch_max: u32,
@@ -47,6 +51,7 @@ impl DatabaseSettings {
             database_url: url.into(),
             db_max_connections: 16,
             sqlite_relaxed_durability: false,
+            db_acquire_timeout: Duration::from_secs(5),
             commit_batch_max: 256,
             commit_wait: Duration::ZERO,
             commit_queue: 16_384,
@@ -58,13 +63,13 @@ impl DatabaseSettings {
         DbOptions {
             max_connections: self.db_max_connections,
             sqlite_durable: !self.sqlite_relaxed_durability,
+            acquire_timeout: self.db_acquire_timeout,
             commit: CommitOptions {
                 batch_max: self.commit_batch_max as usize,
                 wait: self.commit_wait,
                 queue_capacity: self.commit_queue as usize,
                 pg_committers: self.pg_committers as usize,
             },
-            ..DbOptions::default()
         }
     }
 }

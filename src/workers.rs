@@ -96,10 +96,10 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
     for _ in 0..50 {
         let now = store::now();
         let due = {
-            let mut conn = state.db.read().await?;
+            let mut conn = state.db.read().await.context("order expiry: connecting")?;
             store::orders::due_for_expiry(&mut conn, now, 100)
                 .await
-                .context("listing orders due for expiry")?
+                .context("order expiry: listing orders due")?
         };
         // Each expiry is its own command, so one batch can expire many orders at once.
         let expiries = due.iter().map(|&order_id| {
@@ -113,7 +113,7 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
             }
         });
         for result in futures::future::join_all(expiries).await {
-            if result.with_context(|| "expiring an order")? {
+            if result.context("order expiry: expiring an order")? {
                 expired += 1;
             }
         }

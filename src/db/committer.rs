@@ -298,8 +298,28 @@ fn record_batch(batch: &[Box<dyn Job>]) {
     }
 }
 
+thread_local! {
+    static CURRENT_BATCH: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// The sequence number of the batch whose commands run on this thread right now (`None`
+/// outside a committer). Commands that share a transaction see the same number; tests use it
+/// to show what was batched together, logs to correlate.
+pub fn current_batch() -> Option<u64> {
+    CURRENT_BATCH.with(|b| b.get())
+}
+
 /// Run every job of the batch on `tx`. `Err` when the transaction broke.
 async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let id = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    CURRENT_BATCH.with(|b| b.set(Some(id)));
+    let result = run_each(tx, batch).await;
+    CURRENT_BATCH.with(|b| b.set(None));
+    result
+}
+
+async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
     for job in batch.iter_mut() {
         job.run(tx).await?;
     }

@@ -92,11 +92,15 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
+        let mut settings = Settings::for_database("(test)");
+        settings.admin_token = vec![ADMIN_TOKEN.to_string()];
+        adjust(&mut settings);
+        let options = settings.database.db_options();
         let (db, storage) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let connect = SqliteConnectOptions::new().filename(dir.path().join("shopd.db"));
-                let db = Db::connect_sqlite(connect, &DbOptions::default())
+                let db = Db::connect_sqlite(connect, &options)
                     .await
                     .expect("open sqlite");
                 (db, Storage::Sqlite(dir))
@@ -119,14 +123,11 @@ impl TestApp {
                     .await
                     .expect("create schema");
                 admin.close().await;
-                let db = connect_pg_schema(&base_url, &schema).await;
+                let db = connect_pg_schema(&base_url, &schema, options).await;
                 (db, Storage::Postgres { base_url, schema })
             }
         };
         db.migrate().await.expect("migrate");
-        let mut settings = Settings::for_database("(test)");
-        settings.admin_token = vec![ADMIN_TOKEN.to_string()];
-        adjust(&mut settings);
         let app = Self::start(settings.clone(), db.clone()).await;
         Some(TestApp {
             address: app,
@@ -157,7 +158,9 @@ impl TestApp {
         let mut settings = self.settings.clone();
         adjust(&mut settings);
         let db = match &self.storage {
-            Storage::Postgres { base_url, schema } => connect_pg_schema(base_url, schema).await,
+            Storage::Postgres { base_url, schema } => {
+                connect_pg_schema(base_url, schema, settings.database.db_options()).await
+            }
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
         let address = Self::start(settings.clone(), db.clone()).await;
@@ -266,14 +269,10 @@ impl TestApp {
     }
 }
 
-async fn connect_pg_schema(base_url: &str, schema: &str) -> Db {
+async fn connect_pg_schema(base_url: &str, schema: &str, options: DbOptions) -> Db {
     let connect = PgConnectOptions::from_str(base_url)
         .expect("pg url")
         .options([("search_path", schema)]);
-    let options = DbOptions {
-        max_connections: 10,
-        ..DbOptions::default()
-    };
     Db::connect_postgres(connect, &options)
         .await
         .expect("connect pg")

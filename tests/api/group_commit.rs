@@ -1,0 +1,373 @@
+//! Group commit (SPEC §13): many commands in one transaction, each isolated by a savepoint;
+//! a failed commit answers every caller 503 and applies nothing; a full queue answers 503.
+
+use std::time::Duration;
+
+use futures::future::join_all;
+use reqwest::StatusCode;
+use serde_json::json;
+use shopd::db::committer::current_batch;
+use shopd::db::{Dialect, Locks, Tx};
+use shopd::error::{AppError, AppResult};
+use shopd::{sql_execute, sql_scalar};
+
+use crate::helpers::{Backend, TestApp};
+use crate::invariants::assert_invariants;
+use crate::on_both_backends;
+
+on_both_backends!(
+    rejections_roll_back_alone_and_the_rest_commits,
+    an_out_of_stock_order_fails_alone_in_its_batch,
+    a_failed_commit_answers_every_caller_503_and_applies_nothing,
+    a_full_queue_answers_503_at_once,
+    an_idempotent_order_leaves_no_key_when_its_batch_fails,
+    an_exhausted_pool_answers_503_with_retry_after,
+    a_background_job_error_keeps_its_root_cause,
+);
+
+/// Settings that make concurrent writes land in one batch: one committer (PostgreSQL runs
+/// several, which share the queue) that waits a little for more work.
+fn batching(settings: &mut shopd::config::Settings) {
+    settings.database.commit_wait = Duration::from_millis(300);
+    settings.database.commit_batch_max = 1_000;
+    settings.database.pg_committers = 1;
+}
+
+async fn create_scratch_table(app: &TestApp) {
+    app.db
+        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, "CREATE TABLE scratch (n BIGINT NOT NULL)")?;
+            Ok(())
+        })
+        .await
+        .expect("create scratch table");
+}
+
+async fn scratch_rows(app: &TestApp) -> Vec<i64> {
+    let mut conn = app.db.read().await.expect("read");
+    let rows: Vec<(i64,)> = shopd::sql_all!((i64,); &mut conn, "SELECT n FROM scratch ORDER BY n")
+        .expect("scratch rows");
+    rows.into_iter().map(|(n,)| n).collect()
+}
+
+async fn rejections_roll_back_alone_and_the_rest_commits(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    // Ten commands at once: each writes its row; the odd ones then fail (after writing).
+    let results = join_all((0..10_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                let batch = current_batch().expect("runs on a committer");
+                if n % 2 == 1 {
+                    return Err(AppError::conflict("ODD", "odd", json!({ "batch": batch })));
+                }
+                Ok(batch)
+            })
+            .await
+        }
+    }))
+    .await;
+    let mut batches = Vec::new();
+    for (n, result) in results.iter().enumerate() {
+        match result {
+            Ok(batch) => {
+                assert_eq!(n % 2, 0, "command {n} should have failed");
+                batches.push(*batch);
+            }
+            Err(AppError::Conflict { details, .. }) => {
+                assert_eq!(n % 2, 1, "command {n} should have succeeded");
+                batches.push(details["batch"].as_u64().expect("batch"));
+            }
+            Err(other) => panic!("command {n}: unexpected {other:?}"),
+        }
+    }
+    batches.sort_unstable();
+    batches.dedup();
+    assert_eq!(
+        batches.len(),
+        1,
+        "all ten shared one transaction: {batches:?}"
+    );
+    assert_eq!(scratch_rows(&app).await, vec![0, 2, 4, 6, 8]);
+}
+
+async fn an_out_of_stock_order_fails_alone_in_its_batch(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    let plenty = app.product("Mug", 1_000, 100).await;
+    let none = app.product("Rare", 1_000, 0).await;
+    let members = app.members_bulk(8).await;
+    app.fund_bulk(&members, 100_000).await;
+    let app = &app;
+    let results = join_all(
+        members
+            .iter()
+            .enumerate()
+            .map(|(i, (_, token))| async move {
+                let product = if i == 3 { none } else { plenty };
+                app.order(token, &[(product, 1)], json!({})).await
+            }),
+    )
+    .await;
+    for (i, (status, body)) in results.iter().enumerate() {
+        if i == 3 {
+            assert_eq!(*status, StatusCode::CONFLICT, "{body}");
+            assert_eq!(body["code"], "PRODUCT_OUT_OF_STOCK");
+        } else {
+            assert_eq!(*status, StatusCode::CREATED, "{body}");
+            assert_eq!(body["status"], "PAID");
+        }
+    }
+    assert_eq!(app.stock_of(plenty).await, 93);
+    assert_eq!(app.stock_of(none).await, 0);
+    assert_invariants(app).await;
+}
+
+/// A constraint checked only at COMMIT: the batch's commit fails after every command ran.
+async fn arm_commit_bomb(app: &TestApp) {
+    let dialect = app.db.dialect();
+    app.db
+        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<()> {
+            match dialect {
+                Dialect::Sqlite => {
+                    sql_execute!(tx, "CREATE TABLE bomb_parent (id INTEGER PRIMARY KEY)")?;
+                    sql_execute!(tx,
+                        "CREATE TABLE bomb (parent INTEGER REFERENCES bomb_parent (id) DEFERRABLE INITIALLY DEFERRED)")?;
+                }
+                Dialect::Postgres => {
+                    sql_execute!(tx, "CREATE TABLE bomb_parent (id BIGINT PRIMARY KEY)")?;
+                    sql_execute!(tx,
+                        "CREATE TABLE bomb (parent BIGINT REFERENCES bomb_parent (id) DEFERRABLE INITIALLY DEFERRED)")?;
+                }
+            }
+            Ok(())
+        })
+        .await
+        .expect("arm");
+}
+
+async fn a_failed_commit_answers_every_caller_503_and_applies_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    arm_commit_bomb(&app).await;
+    let product = app.product("Mug", 1_000, 100).await;
+    let members = app.members_bulk(4).await;
+    app.fund_bulk(&members, 100_000).await;
+    let app = &app;
+    // Orders and scratch rows, plus one command whose row breaks the commit.
+    let orders = join_all(
+        members
+            .iter()
+            .map(|(_, token)| async move { app.order(token, &[(product, 1)], json!({})).await }),
+    );
+    let writes = join_all((0..5_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                if n == 4 {
+                    sql_execute!(tx, "INSERT INTO bomb (parent) VALUES (42)")?;
+                }
+                Ok::<_, AppError>(current_batch())
+            })
+            .await
+        }
+    }));
+    let (orders, writes) = tokio::join!(orders, writes);
+    for result in &writes {
+        match result {
+            Err(err) => {
+                assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+                assert_eq!(err.code(), "SERVICE_UNAVAILABLE");
+            }
+            Ok(batch) => panic!("a write of the failed batch succeeded: {batch:?}"),
+        }
+    }
+    for (status, body) in &orders {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    }
+    assert!(scratch_rows(app).await.is_empty(), "nothing applied");
+    assert_eq!(app.stock_of(product).await, 100, "no stock taken");
+    let mut conn = app.db.read().await.expect("read");
+    let paid: i64 = sql_scalar!(&mut conn, "SELECT COUNT(*) FROM orders").expect("count");
+    assert_eq!(paid, 0, "no order applied");
+    let (status, body) = app
+        .get(
+            &format!("/users/{}/balance", members[0].0),
+            Some(&members[0].1),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["balance"], 100_000, "no money taken");
+    // The committer goes on: the next batch commits.
+    let (status, body) = app.order(&members[0].1, &[(product, 1)], json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_invariants(app).await;
+}
+
+async fn a_full_queue_answers_503_at_once(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.database.commit_queue = 2;
+        s.database.pg_committers = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // Hold the committer busy, then fill its queue.
+    let db = app.db.clone();
+    let busy = tokio::spawn(async move {
+        db.write(Locks::none(), async |_tx: &mut Tx| {
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            Ok::<_, AppError>(())
+        })
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let queued: Vec<_> = (0..2)
+        .map(|_| {
+            let db = app.db.clone();
+            tokio::spawn(async move {
+                db.write(Locks::none(), async |_tx: &mut Tx| Ok::<_, AppError>(()))
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Over HTTP: the next write is refused with 503 and Retry-After, without waiting.
+    let started = std::time::Instant::now();
+    let response = app
+        .client
+        .post(app.url("/users"))
+        .json(&json!({ "name": "late" }))
+        .send()
+        .await
+        .expect("send");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "answered at once"
+    );
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    assert!(busy.await.expect("join").is_ok());
+    for q in queued {
+        assert!(q.await.expect("join").is_ok(), "queued commands still run");
+    }
+}
+
+async fn an_idempotent_order_leaves_no_key_when_its_batch_fails(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    arm_commit_bomb(&app).await;
+    let product = app.product("Mug", 1_000, 100).await;
+    let members = app.members_bulk(1).await;
+    app.fund_bulk(&members, 100_000).await;
+    let (user_id, token) = &members[0];
+    let key = "order-1";
+    let keyed = app.post_idem(
+        "/orders",
+        Some(token),
+        json!({ "items": [{ "productId": product, "quantity": 1 }] }),
+        key,
+    );
+    let bomb = app.db.write(Locks::none(), async |tx: &mut Tx| {
+        sql_execute!(tx, "INSERT INTO bomb (parent) VALUES (7)")?;
+        Ok::<_, AppError>(())
+    });
+    let ((status, body), bombed) = tokio::join!(keyed, bomb);
+    assert!(bombed.is_err());
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    let mut conn = app.db.read().await.expect("read");
+    let keys: i64 =
+        sql_scalar!(&mut conn, "SELECT COUNT(*) FROM idempotency_keys").expect("count keys");
+    assert_eq!(keys, 0, "the key commits with its effect or not at all");
+    // The client's retry with the same key runs at once (no lease to wait out).
+    let (status, body) = app
+        .post_idem(
+            "/orders",
+            Some(token),
+            json!({ "items": [{ "productId": product, "quantity": 1 }] }),
+            key,
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _) = app
+        .get(&format!("/users/{user_id}/balance"), Some(token))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_invariants(&app).await;
+}
+
+async fn an_exhausted_pool_answers_503_with_retry_after(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.database.db_max_connections = 1;
+        s.database.db_acquire_timeout = Duration::from_millis(200);
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 10).await;
+    // Hold the only pooled connection, as a stampede of slow reads would.
+    let held = app.db.read().await.expect("the one connection");
+    let response = app
+        .client
+        .get(app.url(&format!("/products/{product}")))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    drop(held);
+    let (status, _) = app.get(&format!("/products/{product}"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "served again once a connection is free"
+    );
+}
+
+async fn a_background_job_error_keeps_its_root_cause(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let built = shopd::Application::build_with_db(app.settings.clone(), app.db.clone())
+        .await
+        .expect("build");
+    let state = built.state().clone();
+    // The database goes away under the sweeper.
+    app.db.close().await;
+    let err = shopd::workers::expire_overdue_orders(&state)
+        .await
+        .expect_err("the sweeper fails");
+    let logged = format!("{err:?}");
+    assert!(
+        logged.contains("expiry") && logged.contains("closed"),
+        "the logged chain names the job and the database's own cause: {logged}"
+    );
+}
