@@ -41,6 +41,8 @@ pub struct AppState {
     pub outbox_wakeup: crate::relay::Wakeup,
     /// The in-memory best-seller snapshot.
     pub ranking: crate::ranking::RankingCache,
+    /// Member tokens recently seen (one second).
+    pub member_tokens: crate::auth::MemberTokenCache,
 }
 
 pub struct Application {
@@ -76,6 +78,7 @@ impl Application {
             admin_token_hashes: admin_token_hashes.into(),
             outbox_wakeup: crate::relay::Wakeup::default(),
             ranking: crate::ranking::RankingCache::default(),
+            member_tokens: crate::auth::MemberTokenCache::default(),
         };
         let router = router(state.clone());
         Ok(Self {
