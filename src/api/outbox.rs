@@ -9,7 +9,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::app::AppState;
 use crate::auth::Admin;
-use crate::domain::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::domain::pagination::{page_limit, uuid_cursor};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{ValidPath, ValidQuery};
 use crate::store::{self, outbox};
@@ -106,18 +106,13 @@ async fn list_events(
     _admin: Admin,
     ValidQuery(query): ValidQuery<OutboxQuery>,
 ) -> AppResult<axum::Json<OutboxPage>> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::validation(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
+    let cursor = uuid_cursor(query.cursor.as_deref())?;
     let mut conn = state.db.read().await?;
     let mut rows = outbox::list(
         &mut conn,
         query.status.map(OutboxStatus::as_str),
-        query.cursor.as_deref(),
+        cursor.as_deref(),
         limit + 1,
     )
     .await?;
@@ -144,6 +139,10 @@ async fn retry_event(
     _admin: Admin,
     ValidPath(event_id): ValidPath<String>,
 ) -> AppResult<axum::Json<OutboxEvent>> {
+    let event_id = uuid::Uuid::try_parse(&event_id)
+        .map_err(|_| AppError::validation("eventId", "must be a UUID"))?
+        .hyphenated()
+        .to_string();
     let mut tx = state.db.begin().await?;
     let before = outbox::requeue(&mut tx, &event_id, store::now()).await?;
     match before.as_deref() {

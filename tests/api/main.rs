@@ -7,6 +7,7 @@ mod invariants;
 mod balance;
 mod concurrency;
 mod coupons;
+mod input;
 mod members;
 mod openapi;
 mod order_races;
