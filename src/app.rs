@@ -206,7 +206,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api_router();
     let settings = state.settings.clone();
-    api.route("/metrics", axum::routing::get(render_metrics))
+    let app = api.route("/metrics", axum::routing::get(render_metrics))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
         .fallback(|| async { AppError::RouteNotFound })
         .layer(middleware::from_fn_with_state(settings.request_timeout, enforce_timeout))
@@ -224,7 +224,11 @@ pub fn router(state: AppState) -> Router {
                     AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 })),
         )
-        .with_state(state)
+        .with_state(state);
+    // Outside the routes, so it sees the `Allow` header axum adds to a 405.
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::from_fn(crate::error::json_error_bodies))
 }
 
 /// Answer `503 REQUEST_TIMEOUT` when a request outlives the configured timeout; dropping the

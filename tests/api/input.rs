@@ -11,6 +11,9 @@ on_both_backends!(
     control_characters_in_text_are_rejected,
     descriptions_allow_tab_and_line_feed_only,
     outbox_cursor_and_event_id_are_validated,
+    wrong_methods_get_405_with_a_json_body_and_allow,
+    non_json_bodies_get_415_and_change_nothing,
+    path_and_query_errors_name_the_parameter_in_plain_words,
 );
 
 async fn count(app: &TestApp, table: &str) -> i64 {
@@ -177,5 +180,175 @@ async fn outbox_cursor_and_event_id_are_validated(backend: Backend) {
     assert_eq!(
         (status, code(&err)),
         (StatusCode::NOT_FOUND, "OUTBOX_EVENT_NOT_FOUND")
+    );
+}
+
+async fn wrong_methods_get_405_with_a_json_body_and_allow(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    for (method, path, allowed) in [
+        (reqwest::Method::DELETE, "/products/1", "GET"),
+        (reqwest::Method::GET, "/users", "POST"),
+        (reqwest::Method::PUT, "/orders", "POST"),
+    ] {
+        let response = app
+            .client
+            .request(method.clone(), app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        let allow = response.headers()["allow"].to_str().unwrap().to_string();
+        assert!(allow.contains(allowed), "{method} {path}: allow {allow}");
+        assert!(response.headers().contains_key("x-request-id"));
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/json")
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "METHOD_NOT_ALLOWED", "{body}");
+        assert_eq!(body["details"]["method"], method.as_str());
+        assert!(
+            body["details"]["allowed"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(allowed)),
+            "{body}"
+        );
+    }
+}
+
+async fn non_json_bodies_get_415_and_change_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("kim").await;
+    for content_type in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let mut req = app
+            .client
+            .post(app.url(&format!("/users/{id}/balance/charge")))
+            .bearer_auth(&token)
+            .body(r#"{"amount": 1000}"#);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let response = req.send().await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "{content_type:?}"
+        );
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(code(&body), "UNSUPPORTED_MEDIA_TYPE", "{body}");
+        assert_eq!(body["details"]["expected"], "application/json");
+    }
+    // JSON with a charset parameter is JSON.
+    let response = app
+        .client
+        .post(app.url("/users"))
+        .header("content-type", "application/json; charset=utf-8")
+        .body(r#"{"name": "Lee"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(app.balance_of(id).await, 0);
+    assert_eq!(count(&app, "users").await, 2);
+}
+
+async fn path_and_query_errors_name_the_parameter_in_plain_words(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("kim").await;
+    let path_cases = [
+        ("/users/abc".to_string(), "userId"),
+        ("/products/1.5".to_string(), "productId"),
+        ("/orders/99999999999999999999".to_string(), "orderId"),
+        (format!("/users/{id}/cart/items/x"), "productId"),
+        ("/users/x/cart/items/1".to_string(), "userId"),
+    ];
+    for (path, field) in path_cases {
+        let (status, err) = app.get(&path, Some(ADMIN_TOKEN)).await;
+        let (status, err) = if path.contains("/cart/items/") {
+            app.request(
+                reqwest::Method::DELETE,
+                &path,
+                Some(ADMIN_TOKEN),
+                None,
+                None,
+            )
+            .await
+        } else {
+            (status, err)
+        };
+        assert_validation(status, &err, field, &path);
+        assert_eq!(
+            err["details"]["reason"], "must be a positive integer",
+            "{err}"
+        );
+    }
+    let query_cases = [
+        (
+            "/products?limit=abc",
+            "limit",
+            "must be an integer within range",
+        ),
+        (
+            "/products?limit=1e3",
+            "limit",
+            "must be an integer within range",
+        ),
+        (
+            "/products/popular?days=x",
+            "days",
+            "must be an integer within range",
+        ),
+        (
+            "/admin/outbox?status=LOST",
+            "status",
+            "must be one of PENDING, DELIVERED, DEAD",
+        ),
+        (
+            "/admin/ranking/refresh?full=maybe",
+            "full",
+            "must be true or false",
+        ),
+    ];
+    for (path, field, reason) in query_cases {
+        let (status, err) = if path.starts_with("/admin/ranking") {
+            app.request(reqwest::Method::POST, path, Some(ADMIN_TOKEN), None, None)
+                .await
+        } else {
+            app.get(path, Some(ADMIN_TOKEN)).await
+        };
+        assert_validation(status, &err, field, path);
+        assert_eq!(err["details"]["reason"], reason, "{path} -> {err}");
+    }
+    let (status, err) = app
+        .get(&format!("/users/{id}/orders?status=NOPE"), Some(&token))
+        .await;
+    assert_validation(status, &err, "status", "orders?status=NOPE");
+    // No Rust type names leak into bodies either.
+    let (status, err) = app
+        .post(
+            &format!("/users/{id}/balance/charge"),
+            Some(&token),
+            json!({ "amount": "lots" }),
+        )
+        .await;
+    assert_validation(status, &err, "amount", "amount: string");
+    let text = err.to_string();
+    assert!(!text.contains("i64"), "{text}");
+    assert_eq!(
+        err["details"]["reason"],
+        "must be an integer (got a string)"
     );
 }
