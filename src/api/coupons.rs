@@ -104,8 +104,12 @@ impl TryFrom<coupons::CampaignRow> for Campaign {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct CampaignList {
     pub items: Vec<Campaign>,
+    /// Always `null`: every open campaign is in this one page (the list shape is the same as
+    /// every other list's).
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -148,8 +152,11 @@ impl UserCoupon {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct UserCouponList {
     pub items: Vec<UserCoupon>,
+    /// Always `null`: a member's coupons (at most one per campaign) come in one page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
@@ -216,7 +223,10 @@ async fn list_open_campaigns(State(state): State<AppState>) -> AppResult<axum::J
         .into_iter()
         .map(Campaign::try_from)
         .collect::<AppResult<_>>()?;
-    Ok(axum::Json(CampaignList { items }))
+    Ok(axum::Json(CampaignList {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// One campaign, whatever its window.
@@ -306,5 +316,8 @@ async fn list_user_coupons(
         .into_iter()
         .map(|r| UserCoupon::from_row(r, now))
         .collect::<AppResult<_>>()?;
-    Ok(axum::Json(UserCouponList { items }))
+    Ok(axum::Json(UserCouponList {
+        items,
+        next_cursor: None,
+    }))
 }
