@@ -7,6 +7,7 @@ mod invariants;
 mod balance;
 mod concurrency;
 mod coupons;
+mod formats;
 mod input;
 mod members;
 mod openapi;
