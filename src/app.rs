@@ -184,7 +184,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes and their OpenAPI document.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::health::router())
         .merge(api::users::router())
         .merge(api::balance::router())
@@ -194,7 +194,10 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::orders::router())
         .merge(api::outbox::router())
         .merge(api::ranking::router())
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document served at `/openapi.json`.

@@ -27,13 +27,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+/// FIXED: `value` is the amount off in minor units (1–1,000,000,000, never more than the
+/// subtotal) and `maxAmount` must be absent. PERCENT: `value` is 1–100 and the optional
+/// `maxAmount` (1–1,000,000,000) caps the discount.
 pub struct DiscountBody {
     #[serde(rename = "type")]
     pub kind: DiscountType,
-    /// FIXED: amount off in minor units. PERCENT: 1–100.
-    #[schema(example = 10)]
+    /// FIXED: amount off in minor units (1–1,000,000,000). PERCENT: 1–100.
+    #[schema(example = 10, minimum = 1, maximum = 1_000_000_000)]
     pub value: i64,
-    /// PERCENT only: the largest discount.
+    /// PERCENT only (a FIXED discount with `maxAmount` is a `400`): the largest discount.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_amount: Option<i64>,
 }
@@ -51,18 +55,25 @@ impl From<Discount> for DiscountBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCouponRequest {
-    #[schema(example = "Welcome 10%")]
+    /// 1–200 characters, no control characters (trimmed).
+    #[schema(
+        example = "Welcome 10%",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
     pub discount: DiscountBody,
     /// Default 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min_order_amount: Option<i64>,
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 1, maximum = 100_000_000)]
     pub total_quantity: i64,
     /// Default: now.
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: DateTime<Utc>,
-    /// Days a coupon stays usable after it is issued.
-    #[schema(example = 7)]
+    /// Days a coupon stays usable after it is issued (1–3650).
+    #[schema(example = 7, minimum = 1, maximum = 3650)]
     pub valid_days: i64,
 }
 
@@ -172,6 +183,7 @@ pub enum CouponStatusFilter {
 #[into_params(parameter_in = Query)]
 pub struct UserCouponQuery {
     /// AVAILABLE (default), USED, EXPIRED or ALL.
+    #[param(inline)]
     pub status: Option<CouponStatusFilter>,
 }
 

@@ -4,6 +4,7 @@ pub mod balance;
 pub mod cart;
 pub mod coupons;
 pub mod health;
+pub mod openapi;
 pub mod orders;
 pub mod outbox;
 pub mod products;
@@ -20,6 +21,18 @@ pub fn format_time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// Serialize a timestamp with [`format_time`].
+pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(*t))
+}
+
+pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -32,17 +45,5 @@ mod tests {
         assert_eq!(format_time(t), "2026-11-21T18:42:37.000000Z");
         let t = t + chrono::Duration::nanoseconds(385_815_999);
         assert_eq!(format_time(t), "2026-11-21T18:42:37.385815Z");
-    }
-}
-
-/// Serialize a timestamp with [`format_time`].
-pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_time(*t))
-}
-
-pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => rfc3339(t, s),
-        None => s.serialize_none(),
     }
 }

@@ -41,10 +41,13 @@ impl OutboxStatus {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
+    /// PENDING, DELIVERED or DEAD (default: all).
+    #[param(inline)]
     pub status: Option<OutboxStatus>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (an event id).
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -130,7 +133,7 @@ async fn list_events(
 
 /// Admin: put a DEAD event back in line with a fresh attempt budget (a DELIVERED one is `409`).
 #[utoipa::path(post, path = "/admin/outbox/{eventId}/retry", tag = "outbox", security(("bearer" = [])),
-    params(("eventId" = String, Path)),
+    params(("eventId" = String, Path, description = "The event's UUID")),
     responses((status = 200, body = OutboxEvent), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "OUTBOX_EVENT_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "OUTBOX_EVENT_DELIVERED", body = ErrorBody)))]

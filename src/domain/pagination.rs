@@ -14,6 +14,7 @@ pub struct PageQuery {
     /// Opaque cursor from the previous page's `nextCursor`.
     pub cursor: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
