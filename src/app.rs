@@ -6,6 +6,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -68,7 +69,9 @@ impl Application {
         let (admin_token_hashes, generated_admin_token) =
             crate::auth::ensure_admin_tokens(&db, &settings.admin_token).await?;
         prometheus();
-        let listener = TcpListener::bind(&settings.listen).await?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let state = AppState {
             db,
             limits: settings.balance_limits(),
@@ -85,6 +88,11 @@ impl Application {
             generated_admin_token,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The address actually bound (the port is chosen by the system for `:0`).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
     }
 
     pub fn port(&self) -> u16 {

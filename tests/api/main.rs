@@ -5,6 +5,7 @@ mod helpers;
 mod invariants;
 
 mod balance;
+mod cli;
 mod concurrency;
 mod coupons;
 mod formats;
