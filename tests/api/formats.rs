@@ -9,6 +9,7 @@ use crate::on_both_backends;
 on_both_backends!(
     every_timestamp_has_microsecond_precision,
     every_list_answers_items_and_next_cursor,
+    the_docs_page_calls_no_online_validator,
 );
 
 /// `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
@@ -132,4 +133,23 @@ async fn every_list_answers_items_and_next_cursor(backend: Backend) {
         assert!(object.contains_key("nextCursor"), "{path}: {body}");
         assert_eq!(body["nextCursor"], Value::Null, "{path}: {body}");
     }
+}
+
+async fn the_docs_page_calls_no_online_validator(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let response = app
+        .client
+        .get(app.url("/docs/swagger-initializer.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let script = response.text().await.unwrap();
+    assert!(script.contains("/openapi.json"), "{script}");
+    assert!(
+        script.contains(r#""validatorUrl": "none""#),
+        "the validator is not off: {script}"
+    );
 }
