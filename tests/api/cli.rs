@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use shopd::db::{Db, DbOptions};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 
-use crate::helpers::{Backend, TestApp};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
     serve_logs_its_configuration_plainly_and_keeps_the_token_off_the_log,
     address_in_use_names_the_address,
+    seed_demo_fills_an_empty_database_once,
 );
 
 const SHOPD: &str = env!("CARGO_BIN_EXE_shopd");
@@ -223,4 +224,51 @@ async fn serve_logs_its_configuration_plainly_and_keeps_the_token_off_the_log(ba
         }
     }
     drop_schema(schema).await;
+}
+
+async fn seed_demo_fills_an_empty_database_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let report = shopd::seed::seed_demo(&app.db).await.expect("seed");
+    let members: Vec<(i64, &str)> = report
+        .lines()
+        .filter_map(|line| {
+            let token = line.split("token ").nth(1)?;
+            let id = line
+                .trim()
+                .strip_prefix('#')?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((id, token))
+        })
+        .collect();
+    assert_eq!(members.len(), 3, "{report}");
+    for (id, token) in &members {
+        let (status, body) = app.get(&format!("/users/{id}/balance"), Some(token)).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+        assert!(body["balance"].as_i64().unwrap() > 0, "member {id}: {body}");
+    }
+    let (_, products) = app.get("/products", None).await;
+    let product_count = products["items"].as_array().unwrap().len();
+    assert!(product_count >= 5, "{products}");
+    let (_, campaigns) = app.get("/coupons", None).await;
+    assert!(
+        !campaigns["items"].as_array().unwrap().is_empty(),
+        "{campaigns}"
+    );
+
+    // A second run is refused and changes nothing.
+    let err = shopd::seed::seed_demo(&app.db)
+        .await
+        .expect_err("second run");
+    assert!(err.to_string().contains("empty database"), "{err:#}");
+    let (_, again) = app.get("/products", None).await;
+    assert_eq!(again["items"].as_array().unwrap().len(), product_count);
+    let (status, _) = app
+        .get(&format!("/users/{}", members[2].0 + 1), Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND, "no fourth member");
 }
