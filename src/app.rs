@@ -217,6 +217,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api_router();
     let settings = state.settings.clone();
+    let openapi = api::openapi::for_settings(openapi, &settings);
     let app = api.route("/metrics", axum::routing::get(render_metrics))
         .merge(
             SwaggerUi::new("/docs")

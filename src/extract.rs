@@ -42,8 +42,9 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
                 AppError::validation("body", rejection.body_text())
             }
         })?;
-        let json: Value = serde_json::from_slice(&bytes)
+        let mut json: Value = serde_json::from_slice(&bytes)
             .map_err(|e| AppError::validation("body", format!("is not valid JSON: {e}")))?;
+        integral_numbers_as_integers(&mut json);
         if !json.is_object() {
             return Err(AppError::validation("body", "must be a JSON object"));
         }
@@ -56,6 +57,25 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
             value,
             fingerprint: fingerprint(&head, &json),
         })
+    }
+}
+
+/// JSON Schema counts `2.0` as an integer: so does the API (and `2` and `2.0` are then the same
+/// request for idempotency). A fraction (`2.5`) still fails as "must be an integer".
+fn integral_numbers_as_integers(value: &mut Value) {
+    match value {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f >= -9_007_199_254_740_992.0
+                && f <= 9_007_199_254_740_992.0
+            {
+                *value = Value::from(f as i64);
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_numbers_as_integers),
+        Value::Object(map) => map.values_mut().for_each(integral_numbers_as_integers),
+        _ => {}
     }
 }
 
@@ -333,6 +353,16 @@ mod tests {
             "must be true or false"
         );
         assert!(!plain_reason("invalid type: map, expected u32").contains("u32"));
+    }
+
+    #[test]
+    fn integral_floats_become_integers() {
+        let mut v: Value = serde_json::from_str(r#"{"a":2.0,"b":[1.5,-3.0],"c":1e300}"#).unwrap();
+        integral_numbers_as_integers(&mut v);
+        assert_eq!(v["a"], json!(2));
+        assert!(v["a"].is_i64());
+        assert_eq!(v["b"], json!([1.5, -3]));
+        assert!(v["c"].is_f64(), "out of the exact range: left as it is");
     }
 
     #[test]

@@ -15,6 +15,18 @@ use utoipa::openapi::{Content, OpenApi, Ref, RefOr, ResponseBuilder};
 /// The idempotency header's bounds, as [`crate::extract::IdempotencyKey`] enforces them.
 pub const IDEMPOTENCY_KEY_PATTERN: &str = "^[\\x21-\\x7E]{1,255}$";
 
+/// The document as this instance serves it: bounds that come from configuration
+/// (`--max-charge`) are filled in.
+pub fn for_settings(doc: OpenApi, settings: &crate::config::Settings) -> OpenApi {
+    let Ok(mut value) = serde_json::to_value(&doc) else {
+        return doc;
+    };
+    if let Some(amount) = value.pointer_mut("/components/schemas/ChargeRequest/properties/amount") {
+        amount["maximum"] = settings.max_charge.into();
+    }
+    serde_json::from_value(value).unwrap_or(doc)
+}
+
 pub struct ApiConventions;
 
 impl utoipa::Modify for ApiConventions {

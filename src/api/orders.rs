@@ -201,6 +201,7 @@ pub struct OrderListQuery {
     /// PENDING, PAID, CANCELLED or EXPIRED.
     pub status: Option<OrderStatus>,
     /// Opaque cursor from the previous page's `nextCursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 100 (default 20).
     #[param(minimum = 1, maximum = 100)]

@@ -45,6 +45,9 @@ pub struct OutboxQuery {
     #[param(inline)]
     pub status: Option<OutboxStatus>,
     /// `nextCursor` of the previous page (an event id).
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
     /// 1–100, default 20.
     #[param(minimum = 1, maximum = 100)]
@@ -133,7 +136,8 @@ async fn list_events(
 
 /// Admin: put a DEAD event back in line with a fresh attempt budget (a DELIVERED one is `409`).
 #[utoipa::path(post, path = "/admin/outbox/{eventId}/retry", tag = "outbox", security(("bearer" = [])),
-    params(("eventId" = String, Path, description = "The event's UUID")),
+    params(("eventId" = String, Path, description = "The event's UUID",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = OutboxEvent), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "OUTBOX_EVENT_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "OUTBOX_EVENT_DELIVERED", body = ErrorBody)))]

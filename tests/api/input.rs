@@ -14,6 +14,8 @@ on_both_backends!(
     wrong_methods_get_405_with_a_json_body_and_allow,
     non_json_bodies_get_415_and_change_nothing,
     path_and_query_errors_name_the_parameter_in_plain_words,
+    integral_numbers_are_integers_as_in_json_schema,
+    the_served_document_carries_the_configured_charge_limit,
 );
 
 async fn count(app: &TestApp, table: &str) -> i64 {
@@ -351,4 +353,43 @@ async fn path_and_query_errors_name_the_parameter_in_plain_words(backend: Backen
         err["details"]["reason"],
         "must be an integer (got a string)"
     );
+}
+
+async fn integral_numbers_are_integers_as_in_json_schema(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("kim").await;
+    let path = format!("/users/{id}/balance/charge");
+    let send = |body: &'static str, key: &'static str| {
+        app.client
+            .post(app.url(&path))
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .header("idempotency-key", key)
+            .body(body)
+            .send()
+    };
+    let response = send(r#"{"amount": 1000.0}"#, "k1").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The same request for idempotency: replayed, not charged twice.
+    let response = send(r#"{"amount": 1000}"#, "k1").await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(app.balance_of(id).await, 1000);
+    let response = send(r#"{"amount": 1000.5}"#, "k2").await.unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let err: Value = response.json().await.unwrap();
+    assert_eq!(err["details"]["field"], "amount");
+    assert_eq!(app.balance_of(id).await, 1000);
+}
+
+async fn the_served_document_carries_the_configured_charge_limit(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |s| s.max_charge = 12_345).await else {
+        return;
+    };
+    let (status, doc) = app.get("/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let amount = &doc["components"]["schemas"]["ChargeRequest"]["properties"]["amount"];
+    assert_eq!(amount["minimum"], 1, "{amount}");
+    assert_eq!(amount["maximum"], 12_345, "{amount}");
 }
