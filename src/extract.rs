@@ -67,8 +67,7 @@ fn integral_numbers_as_integers(value: &mut Value) {
         Value::Number(n) if !n.is_i64() && !n.is_u64() => {
             if let Some(f) = n.as_f64()
                 && f.fract() == 0.0
-                && f >= -9_007_199_254_740_992.0
-                && f <= 9_007_199_254_740_992.0
+                && (-9_007_199_254_740_992.0..=9_007_199_254_740_992.0).contains(&f)
             {
                 *value = Value::from(f as i64);
             }

@@ -36,24 +36,33 @@ const MEMBERS: &[(&str, i64)] = &[
     ("Park Seo", 30_000),
 ];
 
-/// (name, type, value, maxAmount, minOrderAmount, totalQuantity), open for 30 days.
-const CAMPAIGNS: &[(&str, DiscountType, i64, Option<i64>, i64, i64)] = &[
-    (
-        "Welcome 10%",
-        DiscountType::Percent,
-        10,
-        Some(5_000),
-        10_000,
-        1_000,
-    ),
-    (
-        "3,000 won off",
-        DiscountType::Fixed,
-        3_000,
-        None,
-        20_000,
-        100,
-    ),
+/// A demo campaign, open for 30 days.
+struct DemoCampaign {
+    name: &'static str,
+    kind: DiscountType,
+    value: i64,
+    max_amount: Option<i64>,
+    min_order_amount: i64,
+    total_quantity: i64,
+}
+
+const CAMPAIGNS: &[DemoCampaign] = &[
+    DemoCampaign {
+        name: "Welcome 10%",
+        kind: DiscountType::Percent,
+        value: 10,
+        max_amount: Some(5_000),
+        min_order_amount: 10_000,
+        total_quantity: 1_000,
+    },
+    DemoCampaign {
+        name: "3,000 won off",
+        kind: DiscountType::Fixed,
+        value: 3_000,
+        max_amount: None,
+        min_order_amount: 20_000,
+        total_quantity: 100,
+    },
 ];
 
 /// Insert the demo data in one transaction and describe it (with tokens) for printing.
@@ -86,14 +95,14 @@ pub async fn seed_demo(db: &Db) -> anyhow::Result<String> {
         )?;
     }
     writeln!(out, "Coupon campaigns (open for 30 days):")?;
-    for (name, kind, value, max_amount, min_order_amount, total_quantity) in CAMPAIGNS {
+    for c in CAMPAIGNS {
         let input = CampaignInput {
-            name,
-            discount_type: *kind,
-            discount_value: *value,
-            max_amount: *max_amount,
-            min_order_amount: Some(*min_order_amount),
-            total_quantity: *total_quantity,
+            name: c.name,
+            discount_type: c.kind,
+            discount_value: c.value,
+            max_amount: c.max_amount,
+            min_order_amount: Some(c.min_order_amount),
+            total_quantity: c.total_quantity,
             issue_starts_at: Some(now),
             issue_ends_at: now + Duration::days(30),
             valid_days: 7,
