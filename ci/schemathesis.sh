@@ -10,6 +10,11 @@
 # PostgreSQL run a server at SHOPD_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/
 # postgres) and psql. Each run gets its own database (a temp SQLite file, a fresh PostgreSQL
 # schema, dropped afterwards).
+#
+# One check is excluded: use_after_free ("deleted resource still available"). The only DELETE
+# operations empty a member's cart or remove one line from it; the cart is a singleton under its
+# member and is still there (empty) afterwards, and a cart line has no GET of its own, so the
+# check can only misfire here. It is a stateful check and cannot be scoped to one operation.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,7 +43,7 @@ SERVER_PID=
 PG_SCHEMA=
 cleanup() {
   if [ -n "$SERVER_PID" ]; then kill "$SERVER_PID" 2>/dev/null || true; wait "$SERVER_PID" 2>/dev/null || true; fi
-  if [ -n "$PG_SCHEMA" ]; then psql "$PG_URL" -qc "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null || true; fi
+  if [ -n "$PG_SCHEMA" ]; then psql "$PG_URL" -qc "SET client_min_messages = warning; DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null || true; fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -119,7 +124,7 @@ SEEDED
     esac
     echo "=== schemathesis: $backend, $run ==="
     if ! "$VENV/bin/st" "${args[@]:0:2}" run "$BASE/openapi.json" "${args[@]:2}" \
-        --checks all --max-examples "$MAX_EXAMPLES" --seed 12 --no-color \
+        --checks all --exclude-checks use_after_free --max-examples "$MAX_EXAMPLES" --seed 12 --no-color \
         --generation-database none --report junit \
         --report-junit-path "target/schemathesis/$backend-$run.xml"; then
       echo "*** schemathesis found failures: $backend, $run"
@@ -133,7 +138,7 @@ SEEDED
   fi
 
   kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true; SERVER_PID=
-  if [ -n "$PG_SCHEMA" ]; then psql "$PG_URL" -qc "DROP SCHEMA $PG_SCHEMA CASCADE" >/dev/null; PG_SCHEMA=; fi
+  if [ -n "$PG_SCHEMA" ]; then psql "$PG_URL" -qc "SET client_min_messages = warning; DROP SCHEMA $PG_SCHEMA CASCADE" >/dev/null; PG_SCHEMA=; fi
   echo "=== $backend: $(( $(date +%s) - started ))s"
 done
 
