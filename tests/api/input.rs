@@ -20,8 +20,13 @@ on_both_backends!(
 
 async fn count(app: &TestApp, table: &str) -> i64 {
     let mut conn = app.db.read().await.unwrap();
-    let sql = format!("SELECT COUNT(*) FROM {table}");
-    shopd::sql_scalar!(&mut conn, sqlx::AssertSqlSafe(sql)).unwrap()
+    let counted = match table {
+        "users" => shopd::sql_scalar!(&mut conn, "SELECT COUNT(*) FROM users"),
+        "products" => shopd::sql_scalar!(&mut conn, "SELECT COUNT(*) FROM products"),
+        "coupons" => shopd::sql_scalar!(&mut conn, "SELECT COUNT(*) FROM coupons"),
+        other => panic!("no count for {other}"),
+    };
+    counted.unwrap()
 }
 
 fn assert_validation(status: StatusCode, err: &Value, field: &str, what: &str) {
