@@ -6,6 +6,7 @@
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -70,7 +71,9 @@ impl Application {
         let (admin_token_hashes, generated_admin_token) =
             crate::auth::ensure_admin_tokens(&db, &settings.admin_token).await?;
         prometheus();
-        let listener = TcpListener::bind(&settings.listen).await?;
+        let listener = TcpListener::bind(&settings.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.listen))?;
         let state = AppState {
             db,
             limits: settings.balance_limits(),
@@ -88,6 +91,11 @@ impl Application {
             generated_admin_token,
             shutdown: CancellationToken::new(),
         })
+    }
+
+    /// The address actually bound (the port is chosen by the system for `:0`).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.listener.local_addr().ok()
     }
 
     pub fn port(&self) -> u16 {
@@ -187,7 +195,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The API routes and their OpenAPI document.
 pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(api::health::router())
         .merge(api::users::router())
         .merge(api::balance::router())
@@ -197,7 +205,10 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::orders::router())
         .merge(api::outbox::router())
         .merge(api::ranking::router())
-        .split_for_parts()
+        .split_for_parts();
+    let mut doc = doc;
+    utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document served at `/openapi.json`.
@@ -209,8 +220,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = api_router();
     let settings = state.settings.clone();
-    api.route("/metrics", axum::routing::get(render_metrics))
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    let openapi = api::openapi::for_settings(openapi, &settings);
+    let app = api.route("/metrics", axum::routing::get(render_metrics))
+        .merge(
+            SwaggerUi::new("/docs")
+                .url("/openapi.json", openapi)
+                // Offline: never send the document to validator.swagger.io.
+                .config(utoipa_swagger_ui::Config::default().validator_url("none")),
+        )
         .fallback(|| async { AppError::RouteNotFound })
         .layer(middleware::from_fn_with_state(settings.request_timeout, enforce_timeout))
         .layer(middleware::from_fn(track_metrics))
@@ -227,7 +244,11 @@ pub fn router(state: AppState) -> Router {
                     AppError::Internal(anyhow::anyhow!("handler panicked")).into_response()
                 })),
         )
-        .with_state(state)
+        .with_state(state);
+    // Outside the routes, so it sees the `Allow` header axum adds to a 405.
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::from_fn(crate::error::json_error_bodies))
 }
 
 /// Answer `503 REQUEST_TIMEOUT` when a request outlives the configured timeout; dropping the

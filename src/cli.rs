@@ -153,13 +153,49 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     init_logging(settings.log_format);
     let app = Application::build(settings.clone()).await?;
     if let Some(token) = app.generated_admin_token() {
+        // The token goes to stdout, never into the log stream (stderr): log collectors do not
+        // keep a secret, and `--log-format json` stays pure JSON.
+        tracing::warn!("generated an admin token on this first start: printed once on stdout");
         println!("Admin token (shown once, stored hashed; keep it): {token}");
     }
     if settings.data_platform_url.is_none() {
         tracing::warn!("no --data-platform-url: paid-order events will stay PENDING in the outbox");
     }
-    tracing::info!(port = app.port(), database = %redact(&settings.database.database_url), "shopd listening");
+    log_startup(&settings, &app);
     app.run_until_stopped().await
+}
+
+/// One line with everything an operator needs to know about this instance (no secrets).
+fn log_startup(s: &Settings, app: &Application) {
+    let db = s.database.db_options();
+    let pool = match app.state().db.dialect() {
+        crate::db::Dialect::Sqlite => {
+            format!("sqlite: 1 writer + {} readers", db.max_connections.max(1))
+        }
+        crate::db::Dialect::Postgres => format!("postgres: {} connections", db.max_connections),
+    };
+    let duration = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %app.local_addr().map_or_else(|| s.listen.clone(), |a| a.to_string()),
+        database = %redact(&s.database.database_url),
+        pool = %pool,
+        data_platform_url = %s.data_platform_url.as_deref().map_or_else(|| "(none)".into(), redact),
+        signing = if s.data_platform_secret.is_some() { "on" } else { "off" },
+        admin_tokens = if s.admin_token.is_empty() { "stored" } else { "configured" },
+        reservation_ttl = %duration(s.reservation_ttl),
+        sweep_interval = %duration(s.sweep_interval),
+        ranking_interval = %duration(s.ranking_interval),
+        outbox_sweep_interval = %duration(s.outbox_sweep_interval),
+        outbox_max_attempts = s.outbox_max_attempts,
+        outbox_backoff = %format!("{}..{}", duration(s.outbox_backoff_base), duration(s.outbox_backoff_max)),
+        data_platform_timeout = %duration(s.data_platform_timeout),
+        request_timeout = %duration(s.request_timeout),
+        body_limit = s.body_limit,
+        max_balance = s.max_balance,
+        max_charge = s.max_charge,
+        "shopd listening"
+    );
 }
 
 /// Hide a password in a database URL before logging it.
@@ -176,10 +212,16 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// Logs go to stderr (stdout is for command output, such as the generated admin token), in
+/// colour only when stderr is a terminal: a log redirected to a file has no escape codes.
 pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // Ignore "already set" (tests may build several apps in one process).
     let _ = match format {
         LogFormat::Json => builder.json().try_init(),

@@ -17,7 +17,13 @@ pub enum LogFormat {
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseSettings {
     /// `sqlite://PATH` (created if missing) or `postgres://USER@HOST/DB`.
-    #[arg(long, env = "SHOPD_DATABASE_URL", default_value = "sqlite://shopd.db")]
+    // The environment value may hold a password: `--help` never prints it.
+    #[arg(
+        long,
+        env = "SHOPD_DATABASE_URL",
+        default_value = "sqlite://shopd.db",
+        hide_env_values = true
+    )]
     pub database_url: String,
     /// Maximum pooled connections (SQLite: readers; writes always use one connection).
     #[arg(long, env = "SHOPD_DB_MAX_CONNECTIONS", default_value_t = 16)]
@@ -86,7 +92,12 @@ pub struct Settings {
 
     /// Admin bearer token(s), comma-separated. Unset: one is generated on first start,
     /// stored hashed, and printed once.
-    #[arg(long, env = "SHOPD_ADMIN_TOKEN", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "SHOPD_ADMIN_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub admin_token: Vec<String>,
 
     /// Where paid-order events are delivered. Unset: events stay PENDING (warned at start).
@@ -94,7 +105,7 @@ pub struct Settings {
     pub data_platform_url: Option<String>,
 
     /// HMAC-SHA256 secret for `shopd-signature`. Unset: events are sent unsigned.
-    #[arg(long, env = "SHOPD_DATA_PLATFORM_SECRET")]
+    #[arg(long, env = "SHOPD_DATA_PLATFORM_SECRET", hide_env_values = true)]
     pub data_platform_secret: Option<String>,
 
     /// Delivery attempts before an event is DEAD.

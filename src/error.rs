@@ -4,7 +4,10 @@
 //! and business commands return `Result<_, AppError>`; unexpected failures are logged with
 //! their cause and answered `500 INTERNAL_SERVER_ERROR` without internals.
 
+use axum::extract::Request;
 use axum::http::StatusCode;
+use axum::http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -41,6 +44,13 @@ pub enum AppError {
     },
     #[error("no such route")]
     RouteNotFound,
+    #[error("method {method} is not allowed here")]
+    MethodNotAllowed {
+        method: String,
+        allowed: Vec<String>,
+    },
+    #[error("the request body must be JSON (content-type: application/json)")]
+    UnsupportedMediaType { content_type: Option<String> },
     #[error("{message}")]
     Conflict {
         code: &'static str,
@@ -160,6 +170,8 @@ impl AppError {
             AppError::Unauthorized => StatusCode::UNAUTHORIZED,
             AppError::Forbidden(_) => StatusCode::FORBIDDEN,
             AppError::NotFound { .. } | AppError::RouteNotFound => StatusCode::NOT_FOUND,
+            AppError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            AppError::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             AppError::Conflict { .. } | AppError::IdempotencyInProgress => StatusCode::CONFLICT,
             AppError::InsufficientBalance { .. } => StatusCode::PAYMENT_REQUIRED,
             AppError::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -176,6 +188,8 @@ impl AppError {
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound { code, .. } => code,
             AppError::RouteNotFound => "NOT_FOUND",
+            AppError::MethodNotAllowed { .. } => "METHOD_NOT_ALLOWED",
+            AppError::UnsupportedMediaType { .. } => "UNSUPPORTED_MEDIA_TYPE",
             AppError::Conflict { code, .. } | AppError::BadRequest { code, .. } => code,
             AppError::InsufficientBalance { .. } => "INSUFFICIENT_BALANCE",
             AppError::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -194,6 +208,12 @@ impl AppError {
             | AppError::InsufficientBalance { details } => details.clone(),
             AppError::PayloadTooLarge { limit } => json!({ "limitBytes": limit }),
             AppError::NotFound { id, .. } => json!({ "id": id }),
+            AppError::MethodNotAllowed { method, allowed } => {
+                json!({ "method": method, "allowed": allowed })
+            }
+            AppError::UnsupportedMediaType { content_type } => {
+                json!({ "contentType": content_type, "expected": "application/json" })
+            }
             _ => json!({}),
         };
         let message = match self {
@@ -232,3 +252,45 @@ impl IntoResponse for AppError {
 }
 
 pub type AppResult<T> = Result<T, AppError>;
+
+/// Middleware: give the error statuses produced outside the handlers (axum's `405` for a
+/// known path with another method, a `404` from a nested service...) the standard JSON error
+/// body, keeping their headers (`Allow`). Responses that already carry a JSON body pass as
+/// they are.
+pub async fn json_error_bodies(req: Request, next: Next) -> Response {
+    let method = req.method().to_string();
+    let response = next.run(req).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = response
+                .headers()
+                .get_all(ALLOW)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect();
+            AppError::MethodNotAllowed { method, allowed }
+        }
+        StatusCode::NOT_FOUND => AppError::RouteNotFound,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType { content_type: None },
+        _ => return response,
+    };
+    let (mut parts, _) = response.into_parts();
+    let json = error.into_response();
+    parts.headers.remove(CONTENT_LENGTH);
+    for (name, value) in json.headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    Response::from_parts(parts, json.into_body())
+}

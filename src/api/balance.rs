@@ -47,8 +47,8 @@ impl From<balance::BalanceRow> for Balance {
 
 #[derive(Deserialize, ToSchema)]
 pub struct ChargeRequest {
-    /// Positive, at most the per-charge limit (default 1,000,000).
-    #[schema(example = 50000)]
+    /// Positive, at most the per-charge limit (`--max-charge`, default 1,000,000).
+    #[schema(example = 50000, minimum = 1)]
     pub amount: i64,
 }
 

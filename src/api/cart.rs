@@ -50,7 +50,8 @@ pub struct Cart {
 
 #[derive(Deserialize, ToSchema)]
 pub struct PutCartItemRequest {
-    #[schema(example = 2)]
+    /// 1–1000.
+    #[schema(example = 2, minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 

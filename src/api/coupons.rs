@@ -28,13 +28,17 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+/// FIXED: `value` is the amount off in minor units (1–1,000,000,000, never more than the
+/// subtotal) and `maxAmount` must be absent. PERCENT: `value` is 1–100 and the optional
+/// `maxAmount` (1–1,000,000,000) caps the discount.
 pub struct DiscountBody {
     #[serde(rename = "type")]
     pub kind: DiscountType,
-    /// FIXED: amount off in minor units. PERCENT: 1–100.
-    #[schema(example = 10)]
+    /// FIXED: amount off in minor units (1–1,000,000,000). PERCENT: 1–100.
+    #[schema(example = 10, minimum = 1, maximum = 1_000_000_000)]
     pub value: i64,
-    /// PERCENT only: the largest discount.
+    /// PERCENT only (a FIXED discount with `maxAmount` is a `400`): the largest discount.
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_amount: Option<i64>,
 }
@@ -52,18 +56,25 @@ impl From<Discount> for DiscountBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreateCouponRequest {
-    #[schema(example = "Welcome 10%")]
+    /// 1–200 characters, no control characters (trimmed).
+    #[schema(
+        example = "Welcome 10%",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
     pub discount: DiscountBody,
     /// Default 0.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub min_order_amount: Option<i64>,
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 1, maximum = 100_000_000)]
     pub total_quantity: i64,
     /// Default: now.
     pub issue_starts_at: Option<DateTime<Utc>>,
     pub issue_ends_at: DateTime<Utc>,
-    /// Days a coupon stays usable after it is issued.
-    #[schema(example = 7)]
+    /// Days a coupon stays usable after it is issued (1–3650).
+    #[schema(example = 7, minimum = 1, maximum = 3650)]
     pub valid_days: i64,
 }
 
@@ -105,8 +116,12 @@ impl TryFrom<coupons::CampaignRow> for Campaign {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct CampaignList {
     pub items: Vec<Campaign>,
+    /// Always `null`: every open campaign is in this one page (the list shape is the same as
+    /// every other list's).
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -149,8 +164,11 @@ impl UserCoupon {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct UserCouponList {
     pub items: Vec<UserCoupon>,
+    /// Always `null`: a member's coupons (at most one per campaign) come in one page.
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, ToSchema)]
@@ -166,6 +184,7 @@ pub enum CouponStatusFilter {
 #[into_params(parameter_in = Query)]
 pub struct UserCouponQuery {
     /// AVAILABLE (default), USED, EXPIRED or ALL.
+    #[param(inline)]
     pub status: Option<CouponStatusFilter>,
 }
 
@@ -216,7 +235,10 @@ async fn list_open_campaigns(State(state): State<AppState>) -> AppResult<axum::J
         .into_iter()
         .map(Campaign::try_from)
         .collect::<AppResult<_>>()?;
-    Ok(axum::Json(CampaignList { items }))
+    Ok(axum::Json(CampaignList {
+        items,
+        next_cursor: None,
+    }))
 }
 
 /// One campaign, whatever its window.
@@ -308,5 +330,8 @@ async fn list_user_coupons(
         .into_iter()
         .map(|r| UserCoupon::from_row(r, now))
         .collect::<AppResult<_>>()?;
-    Ok(axum::Json(UserCouponList { items }))
+    Ok(axum::Json(UserCouponList {
+        items,
+        next_cursor: None,
+    }))
 }

@@ -4,6 +4,7 @@ pub mod balance;
 pub mod cart;
 pub mod coupons;
 pub mod health;
+pub mod openapi;
 pub mod orders;
 pub mod outbox;
 pub mod products;
@@ -13,9 +14,11 @@ pub mod users;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serializer;
 
-/// Timestamps are RFC 3339 UTC with a `Z` (SPEC §1).
+/// Timestamps are RFC 3339 UTC with a `Z` (SPEC §1), always with exactly six fractional digits
+/// (microseconds, the precision PostgreSQL stores): `2026-11-21T18:42:37.385815Z`. Every
+/// timestamp in every answer (and in outbox payloads) goes through here.
 pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Serialize a timestamp with [`format_time`].
@@ -27,5 +30,20 @@ pub fn rfc3339_opt<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::
     match t {
         Some(t) => rfc3339(t, s),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    #[test]
+    fn timestamps_have_microseconds_always() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 21, 18, 42, 37).unwrap();
+        assert_eq!(format_time(t), "2026-11-21T18:42:37.000000Z");
+        let t = t + chrono::Duration::nanoseconds(385_815_999);
+        assert_eq!(format_time(t), "2026-11-21T18:42:37.385815Z");
     }
 }

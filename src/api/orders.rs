@@ -36,11 +36,14 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[serde(rename_all = "camelCase")]
 pub struct OrderItemRequest {
     pub product_id: i64,
-    #[schema(example = 1)]
+    /// 1–1000 (repeated products are merged).
+    #[schema(example = 1, minimum = 1, maximum = 1000)]
     pub quantity: i64,
 }
 
-/// Either `items` (order from a product page) or `fromCart: true` (optionally only `productIds`).
+/// Give exactly one of `items` (order from a product page, 1–50 distinct products) or
+/// `fromCart: true`; `productIds` (a subset of the cart) only with `fromCart`. At most one of
+/// `couponId` and `userCouponId`.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PlaceOrderRequest {
@@ -197,7 +200,11 @@ pub struct OrderPage {
 pub struct OrderListQuery {
     /// PENDING, PAID, CANCELLED or EXPIRED.
     pub status: Option<OrderStatus>,
+    /// Opaque cursor from the previous page's `nextCursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
+    /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

@@ -10,7 +10,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::app::AppState;
 use crate::auth::Admin;
 use crate::db::{Locks, Tx};
-use crate::domain::pagination::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::domain::pagination::{page_limit, uuid_cursor};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{ValidPath, ValidQuery};
 use crate::store::{self, outbox};
@@ -42,10 +42,16 @@ impl OutboxStatus {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutboxQuery {
+    /// PENDING, DELIVERED or DEAD (default: all).
+    #[param(inline)]
     pub status: Option<OutboxStatus>,
-    /// `nextCursor` of the previous page.
+    /// `nextCursor` of the previous page (an event id).
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
     /// 1–100, default 20.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -107,18 +113,13 @@ async fn list_events(
     _admin: Admin,
     ValidQuery(query): ValidQuery<OutboxQuery>,
 ) -> AppResult<axum::Json<OutboxPage>> {
-    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::validation(
-            "limit",
-            format!("must be between 1 and {MAX_LIMIT}"),
-        ));
-    }
+    let limit = page_limit(query.limit)?;
+    let cursor = uuid_cursor(query.cursor.as_deref())?;
     let mut conn = state.db.read().await?;
     let mut rows = outbox::list(
         &mut conn,
         query.status.map(OutboxStatus::as_str),
-        query.cursor.as_deref(),
+        cursor.as_deref(),
         limit + 1,
     )
     .await?;
@@ -136,7 +137,8 @@ async fn list_events(
 
 /// Admin: put a DEAD event back in line with a fresh attempt budget (a DELIVERED one is `409`).
 #[utoipa::path(post, path = "/admin/outbox/{eventId}/retry", tag = "outbox", security(("bearer" = [])),
-    params(("eventId" = String, Path)),
+    params(("eventId" = String, Path, description = "The event's UUID",
+        pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")),
     responses((status = 200, body = OutboxEvent), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, description = "OUTBOX_EVENT_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "OUTBOX_EVENT_DELIVERED", body = ErrorBody)))]
@@ -145,6 +147,10 @@ async fn retry_event(
     _admin: Admin,
     ValidPath(event_id): ValidPath<String>,
 ) -> AppResult<axum::Json<OutboxEvent>> {
+    let event_id = uuid::Uuid::try_parse(&event_id)
+        .map_err(|_| AppError::validation("eventId", "must be a UUID"))?
+        .hyphenated()
+        .to_string();
     let row = state
         .db
         .write(Locks::none(), async move |tx: &mut Tx| {

@@ -69,29 +69,48 @@ pub struct ProductPage {
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateProductRequest {
-    #[schema(example = "Ceramic mug")]
+    /// 1–200 characters, no control characters (trimmed).
+    #[schema(
+        example = "Ceramic mug",
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
+    /// Up to 4000 characters; tab and line feed allowed, no other control character.
+    #[schema(max_length = 4000, pattern = r"^[^\x00-\x08\x0B-\x1F\x7F-\x9F]*$")]
     pub description: Option<String>,
-    #[schema(example = 12000)]
+    #[schema(example = 12000, minimum = 0, maximum = 1_000_000_000)]
     pub price: i64,
-    #[schema(example = 100)]
+    #[schema(example = 100, minimum = 0, maximum = 1_000_000_000)]
     pub stock: i64,
     /// Default `ON_SALE`.
     pub status: Option<ProductStatus>,
 }
 
 #[derive(Deserialize, ToSchema)]
+/// At least one field.
 pub struct UpdateProductRequest {
+    /// 1–200 characters, no control characters (trimmed).
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: Option<String>,
+    /// Up to 4000 characters; tab and line feed allowed, no other control character.
+    #[schema(max_length = 4000, pattern = r"^[^\x00-\x08\x0B-\x1F\x7F-\x9F]*$")]
     pub description: Option<String>,
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
     pub price: Option<i64>,
     pub status: Option<ProductStatus>,
 }
 
 #[derive(Deserialize, ToSchema)]
 pub struct StockRequest {
-    /// Restock (positive) or correction (negative); never below 0.
-    #[schema(example = 50)]
+    /// Restock (positive) or correction (negative): non-zero, within ±1,000,000,000; the stock
+    /// never goes below 0 (`409 STOCK_UNDERFLOW`).
+    #[schema(example = 50, minimum = -1_000_000_000, maximum = 1_000_000_000)]
     pub delta: i64,
 }
 

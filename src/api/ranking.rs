@@ -24,8 +24,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct PopularQuery {
     /// Over the last 1–30 days, today included (default 3).
+    #[param(minimum = 1, maximum = 30)]
     pub days: Option<i64>,
     /// 1–100 entries (default 5).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

@@ -25,7 +25,13 @@ pub const MAX_NAME_CHARS: usize = 100;
 
 #[derive(Deserialize, ToSchema)]
 pub struct CreateUserRequest {
-    #[schema(example = "Kim Minji")]
+    /// 1–100 characters, no control characters (trimmed).
+    #[schema(
+        example = "Kim Minji",
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub name: String,
 }
 

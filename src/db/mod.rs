@@ -38,6 +38,9 @@ impl Dialect {
     }
 }
 
+/// How long the first connection to PostgreSQL may take before start-up gives up.
+const FIRST_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Pool sizing and durability knobs.
 #[derive(Clone, Debug)]
 pub struct DbOptions {
@@ -216,13 +219,39 @@ impl Tx {
 
 impl Db {
     /// Connect to `url` (`sqlite://path` or `postgres://...`). A missing SQLite file is created.
+    /// The first connection fails fast and names the server or file (an operator starting
+    /// against a PostgreSQL that is down learns it in seconds, not after the pool's timeout).
     pub async fn connect(url: &str, options: &DbOptions) -> anyhow::Result<Db> {
+        use anyhow::Context;
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let connect = PgConnectOptions::from_str(url)?;
-            Self::connect_postgres(connect, options).await
+            let connect = PgConnectOptions::from_str(url).context("invalid PostgreSQL URL")?;
+            let server = format!("{}:{}", connect.get_host(), connect.get_port());
+            let probe = tokio::time::timeout(
+                FIRST_CONNECT_TIMEOUT,
+                <PgConnection as sqlx::Connection>::connect_with(&connect),
+            )
+            .await;
+            match probe {
+                Ok(Ok(conn)) => {
+                    let _ = sqlx::Connection::close(conn).await;
+                }
+                Ok(Err(err)) => {
+                    anyhow::bail!("cannot connect to PostgreSQL at {server}: {err}")
+                }
+                Err(_) => anyhow::bail!(
+                    "cannot connect to PostgreSQL at {server}: no answer within {}s",
+                    FIRST_CONNECT_TIMEOUT.as_secs()
+                ),
+            }
+            Self::connect_postgres(connect, options)
+                .await
+                .with_context(|| format!("cannot connect to PostgreSQL at {server}"))
         } else if url.starts_with("sqlite:") {
-            let connect = SqliteConnectOptions::from_str(url)?;
-            Self::connect_sqlite(connect, options).await
+            let connect = SqliteConnectOptions::from_str(url).context("invalid SQLite URL")?;
+            let path = connect.get_filename().display().to_string();
+            Self::connect_sqlite(connect, options)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {path}"))
         } else {
             anyhow::bail!(
                 "unsupported database url {url:?}: expected sqlite://PATH or postgres://..."

@@ -12,8 +12,10 @@ pub const MAX_LIMIT: i64 = 100;
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
     /// Opaque cursor from the previous page's `nextCursor`.
+    #[param(pattern = "^([1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
     /// Page size, 1 to 100 (default 20).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -28,13 +30,7 @@ impl TryFrom<&PageQuery> for Page {
     type Error = AppError;
 
     fn try_from(q: &PageQuery) -> Result<Self, AppError> {
-        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
-        if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(AppError::validation(
-                "limit",
-                format!("must be between 1 and {MAX_LIMIT}"),
-            ));
-        }
+        let limit = page_limit(q.limit)?;
         let after = match q.cursor.as_deref() {
             None | Some("") => None,
             Some(c) => match c.parse::<i64>() {
@@ -48,6 +44,30 @@ impl TryFrom<&PageQuery> for Page {
             },
         };
         Ok(Page { after, limit })
+    }
+}
+
+/// Validate a page size: 1..=[`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
+pub fn page_limit(limit: Option<i64>) -> Result<i64, AppError> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(AppError::validation(
+            "limit",
+            format!("must be between 1 and {MAX_LIMIT}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// Validate a cursor over UUID-keyed rows (outbox events): the id of the last row seen, in the
+/// hyphenated lowercase form the API issues. Anything else (garbage, a NUL) is refused before
+/// it reaches the database.
+pub fn uuid_cursor(cursor: Option<&str>) -> Result<Option<String>, AppError> {
+    match cursor {
+        None | Some("") => Ok(None),
+        Some(c) => uuid::Uuid::try_parse(c)
+            .map(|id| Some(id.hyphenated().to_string()))
+            .map_err(|_| AppError::validation("cursor", "is not a cursor this API issued")),
     }
 }
 
@@ -105,6 +125,25 @@ mod tests {
         );
         assert!(page(Some("abc"), None).is_err());
         assert!(page(Some("-3"), None).is_err());
+    }
+
+    #[test]
+    fn uuid_cursors_are_checked() {
+        assert_eq!(uuid_cursor(None).unwrap(), None);
+        assert_eq!(uuid_cursor(Some("")).unwrap(), None);
+        let id = "0190b6c2-7d3e-7cc1-9a0e-1f2d3c4b5a69";
+        assert_eq!(uuid_cursor(Some(id)).unwrap().as_deref(), Some(id));
+        assert_eq!(
+            uuid_cursor(Some(&id.to_uppercase())).unwrap().as_deref(),
+            Some(id)
+        );
+        for bad in [
+            "garbage",
+            "0190b6c2\0",
+            "0190b6c2-7d3e-7cc1-9a0e-1f2d3c4b5a6\0",
+        ] {
+            assert!(uuid_cursor(Some(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

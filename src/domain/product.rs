@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::domain::text::{optional_text, required_text};
+use crate::domain::text::{multiline_text, required_text};
 use crate::error::AppError;
 
 /// The largest unit price accepted (keeps every order total far from overflow).
@@ -76,7 +76,7 @@ impl NewProduct {
     ) -> Result<Self, AppError> {
         let name = required_text("name", name, MAX_NAME_CHARS)?;
         let description = description
-            .map(|d| optional_text("description", d, MAX_DESCRIPTION_CHARS).map(str::to_string))
+            .map(|d| multiline_text("description", d, MAX_DESCRIPTION_CHARS).map(str::to_string))
             .transpose()?;
         let price = validate_price(price)?;
         if !(0..=MAX_STOCK).contains(&stock) {
@@ -116,7 +116,9 @@ impl ProductPatch {
                 .map(|n| required_text("name", n, MAX_NAME_CHARS))
                 .transpose()?,
             description: description
-                .map(|d| optional_text("description", d, MAX_DESCRIPTION_CHARS).map(str::to_string))
+                .map(|d| {
+                    multiline_text("description", d, MAX_DESCRIPTION_CHARS).map(str::to_string)
+                })
                 .transpose()?,
             price: price.map(validate_price).transpose()?,
             status,

@@ -5,9 +5,12 @@ mod helpers;
 mod invariants;
 
 mod balance;
+mod cli;
 mod concurrency;
 mod coupons;
+mod formats;
 mod group_commit;
+mod input;
 mod members;
 mod openapi;
 mod order_races;

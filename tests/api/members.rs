@@ -67,6 +67,7 @@ async fn bad_signups_are_rejected_and_change_nothing(backend: Backend) {
     let response = app
         .client
         .post(app.url("/users"))
+        .header("content-type", "application/json")
         .body("{\"name\": ")
         .send()
         .await

@@ -223,7 +223,11 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
         (StatusCode::CONFLICT, "OUTBOX_EVENT_DELIVERED")
     );
     let (status, err) = app
-        .post("/admin/outbox/nope/retry", Some(ADMIN_TOKEN), json!(null))
+        .post(
+            &format!("/admin/outbox/{}/retry", uuid::Uuid::now_v7()),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
         .await;
     assert_eq!(
         (status, code(&err)),
