@@ -50,7 +50,7 @@ impl LiteConn {
         // by a separate connection (see `checkpoint`), off the committer's thread.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = MEMORY; PRAGMA cache_size = -65536; PRAGMA wal_autocheckpoint = 0;"
+             PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;"
         ))
         .map_err(lite)?;
         Ok(Self { conn })
