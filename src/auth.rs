@@ -76,6 +76,7 @@ impl FromRequestParts<AppState> for Principal {
         if state.admin_token_hashes.contains(&hash) {
             return Ok(Principal::Admin);
         }
+        state.member_tokens.revalidate(&state.db).await?;
         if let Some(id) = state.member_tokens.get(&hash) {
             return Ok(Principal::Member(id));
         }
@@ -91,39 +92,76 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// Member tokens seen in the last second: a read of `users` per request was a fifth of the
-/// server's CPU under order load. Only found tokens are kept, and only for
-/// [`MemberTokenCache::TTL`], so a token that is rotated or revoked in the database (on any
-/// instance) stops working everywhere within a second, and a new member's token works at once.
+/// Member tokens already looked up: a read of `users` per request was a sixth of the server's
+/// CPU under order load. Only found tokens are kept. The cache is valid while the database's
+/// `token_epoch` is unchanged; it is re-read at most once per [`MemberTokenCache::RECHECK`],
+/// and any rotation or revocation bumps it ([`bump_token_epoch`]), so a rotated token stops
+/// working on every instance within a second and a new member's token works at once.
 #[derive(Clone, Default)]
-pub struct MemberTokenCache(
-    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, (i64, std::time::Instant)>>>,
-);
+pub struct MemberTokenCache(std::sync::Arc<std::sync::Mutex<TokenCacheState>>);
+
+#[derive(Default)]
+pub struct TokenCacheState {
+    tokens: std::collections::HashMap<String, i64>,
+    epoch: Option<i64>,
+    checked_at: Option<std::time::Instant>,
+}
 
 impl MemberTokenCache {
-    pub const TTL: std::time::Duration = std::time::Duration::from_secs(1);
-    const MAX_ENTRIES: usize = 100_000;
+    pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+    const MAX_ENTRIES: usize = 200_000;
+
+    /// Re-read the token epoch if the last check is older than [`Self::RECHECK`]; drop the
+    /// cache when it changed.
+    async fn revalidate(&self, db: &crate::db::Db) -> Result<(), AppError> {
+        let due = match self.0.lock() {
+            Ok(state) => state
+                .checked_at
+                .is_none_or(|at| at.elapsed() >= Self::RECHECK),
+            Err(_) => true,
+        };
+        if !due {
+            return Ok(());
+        }
+        let mut conn = db.read().await?;
+        let epoch: i64 =
+            crate::sql_scalar!(&mut conn, "SELECT epoch FROM token_epoch WHERE id = 1")?;
+        if let Ok(mut state) = self.0.lock() {
+            if state.epoch != Some(epoch) {
+                state.tokens.clear();
+                state.epoch = Some(epoch);
+            }
+            state.checked_at = Some(std::time::Instant::now());
+        }
+        Ok(())
+    }
 
     fn get(&self, hash: &str) -> Option<i64> {
-        let map = self.0.lock().ok()?;
-        let &(id, at) = map.get(hash)?;
-        (at.elapsed() < Self::TTL).then_some(id)
+        self.0.lock().ok()?.tokens.get(hash).copied()
     }
 
     fn put(&self, hash: String, id: i64) {
-        let Ok(mut map) = self.0.lock() else { return };
-        if map.len() >= Self::MAX_ENTRIES {
-            map.retain(|_, (_, at)| at.elapsed() < Self::TTL);
+        let Ok(mut state) = self.0.lock() else { return };
+        if state.tokens.len() >= Self::MAX_ENTRIES {
+            state.tokens.clear();
         }
-        map.insert(hash, (id, std::time::Instant::now()));
+        state.tokens.insert(hash, id);
     }
 
-    /// Forget every cached token (after a rotation on this instance).
+    /// Forget every cached token at once (the instance that rotates a token calls this).
     pub fn clear(&self) {
-        if let Ok(mut map) = self.0.lock() {
-            map.clear();
+        if let Ok(mut state) = self.0.lock() {
+            state.tokens.clear();
+            state.checked_at = None;
         }
     }
+}
+
+/// Call in the transaction that rotates or revokes a member token: every instance drops its
+/// token cache within [`MemberTokenCache::RECHECK`].
+pub async fn bump_token_epoch(tx: &mut crate::db::Tx) -> Result<(), AppError> {
+    crate::sql_execute!(tx, "UPDATE token_epoch SET epoch = epoch + 1 WHERE id = 1")?;
+    Ok(())
 }
 
 /// Extractor for admin-only endpoints: a member token is `403`, no token `401`.

@@ -18,3 +18,4 @@ mod orders;
 mod outbox;
 mod products;
 mod ranking;
+mod token_cache;
