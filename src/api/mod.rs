@@ -11,15 +11,10 @@ pub mod products;
 pub mod ranking;
 pub mod users;
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Utc};
 use serde::Serializer;
 
-/// Timestamps are RFC 3339 UTC with a `Z` (SPEC §1), always with exactly six fractional digits
-/// (microseconds, the precision PostgreSQL stores): `2026-11-21T18:42:37.385815Z`. Every
-/// timestamp in every answer (and in outbox payloads) goes through here.
-pub fn format_time(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Micros, true)
-}
+pub use crate::domain::time::format_time;
 
 /// Serialize a timestamp with [`format_time`].
 pub fn rfc3339<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {

@@ -8,3 +8,4 @@ pub mod order;
 pub mod pagination;
 pub mod product;
 pub mod text;
+pub mod time;

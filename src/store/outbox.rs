@@ -39,7 +39,7 @@ pub fn order_paid_payload(
         "subtotal": order.subtotal,
         "discount": order.discount,
         "total": order.total,
-        "paidAt": crate::api::format_time(paid_at),
+        "paidAt": crate::domain::time::format_time(paid_at),
     });
     if let Some(id) = order.user_coupon_id {
         order_json["userCouponId"] = json!(id);
@@ -50,7 +50,7 @@ pub fn order_paid_payload(
     json!({
         "eventId": event_id.to_string(),
         "type": ORDER_PAID,
-        "occurredAt": crate::api::format_time(paid_at),
+        "occurredAt": crate::domain::time::format_time(paid_at),
         "order": order_json,
     })
 }
