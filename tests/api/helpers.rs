@@ -173,6 +173,33 @@ impl TestApp {
         }
     }
 
+    /// A handle on a server this harness did not start (a child process), for the HTTP
+    /// helpers and the invariant checks; the caller owns the database.
+    pub fn external(address: String, db: Db, settings: Settings) -> TestApp {
+        TestApp {
+            address,
+            client: reqwest::Client::new(),
+            db,
+            settings,
+            storage: Storage::Shared,
+        }
+    }
+
+    /// The PostgreSQL server the suite uses, or `None` (announced) when it is optional and absent.
+    pub async fn postgres_admin() -> Option<(sqlx::PgPool, String)> {
+        let (base_url, required) = postgres_url();
+        match sqlx::PgPool::connect(&base_url).await {
+            Ok(pool) => Some((pool, base_url)),
+            Err(err) if !required => {
+                announce_skip(&format!("cannot reach {base_url}: {err}"));
+                None
+            }
+            Err(err) => {
+                panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}")
+            }
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }

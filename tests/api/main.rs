@@ -8,6 +8,7 @@ mod balance;
 mod cli;
 mod concurrency;
 mod coupons;
+mod crash;
 mod formats;
 mod group_commit;
 mod input;
