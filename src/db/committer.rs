@@ -28,8 +28,8 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 use tokio::sync::oneshot;
 
+use super::Tx;
 use super::lite::LiteConn;
-use super::{Savepoint, Tx};
 
 /// A future that runs on the committer's own thread.
 pub type LocalFuture<'t, T> = Pin<Box<dyn Future<Output = T> + 't>>;
@@ -70,13 +70,6 @@ impl Locks {
         }
     }
 
-    fn is_empty(&self) -> bool {
-        self.coupons.is_empty()
-            && self.products.is_empty()
-            && self.users.is_empty()
-            && self.orders.is_empty()
-    }
-
     fn extend(&mut self, other: &Locks) {
         self.coupons.extend_from_slice(&other.coupons);
         self.products.extend_from_slice(&other.products);
@@ -114,8 +107,15 @@ trait Job: Send {
     fn abandoned(&self) -> bool;
     fn locks(&self) -> &Locks;
     fn enqueued(&self) -> Instant;
-    /// Run the command in a savepoint. `Err` only when the transaction itself broke.
-    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<(), sqlx::Error>>;
+    /// Run the command in a savepoint opened by `prologue` (which also ends the previous
+    /// command's savepoint, saving a round trip). `Ok(true)` if the command succeeded (its
+    /// savepoint is still open), `Ok(false)` if it failed (its savepoint must be rolled back).
+    /// `Err` only when the transaction itself broke.
+    fn run<'t>(
+        &'t mut self,
+        tx: &'t mut Tx,
+        prologue: &'static str,
+    ) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
     /// Answer the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: bool);
 }
@@ -141,20 +141,20 @@ impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E>
         self.enqueued
     }
 
-    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<(), sqlx::Error>> {
+    fn run<'t>(
+        &'t mut self,
+        tx: &'t mut Tx,
+        prologue: &'static str,
+    ) -> LocalFuture<'t, Result<bool, sqlx::Error>> {
         Box::pin(async move {
+            tx.raw_batch(prologue).await?;
             let Some(command) = self.command.take() else {
-                return Ok(());
+                return Ok(true);
             };
-            tx.savepoint(Savepoint::Command).await?;
             let outcome = command(tx).await;
-            if outcome.is_ok() {
-                tx.release(Savepoint::Command).await?;
-            } else {
-                tx.rollback_to(Savepoint::Command).await?;
-            }
+            let ok = outcome.is_ok();
             self.outcome = Some(outcome);
-            Ok(())
+            Ok(ok)
         })
     }
 
@@ -309,7 +309,8 @@ pub fn current_batch() -> Option<u64> {
     CURRENT_BATCH.with(|b| b.get())
 }
 
-/// Run every job of the batch on `tx`. `Err` when the transaction broke.
+/// Run every job of the batch on `tx`, then `COMMIT`. `Err` when the transaction broke or the
+/// commit failed.
 async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
     static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
@@ -319,11 +320,30 @@ async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::E
     result
 }
 
+/// Savepoint statements travel with their neighbours: ending one command's savepoint and
+/// opening the next one's is a single round trip, and the last one ends with the COMMIT.
 async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    const FIRST: &str = "SAVEPOINT cmd";
+    const AFTER_OK: &str = "RELEASE SAVEPOINT cmd; SAVEPOINT cmd";
+    const AFTER_ERR: &str = "ROLLBACK TO SAVEPOINT cmd; RELEASE SAVEPOINT cmd; SAVEPOINT cmd";
+    let mut prologue = FIRST;
+    let mut last_ok = true;
     for job in batch.iter_mut() {
-        job.run(tx).await?;
+        last_ok = job.run(tx, prologue).await?;
+        prologue = if last_ok { AFTER_OK } else { AFTER_ERR };
     }
-    Ok(())
+    // A failed last command is undone before the commit; a successful one is released by it.
+    let epilogue = if last_ok {
+        "COMMIT"
+    } else {
+        "ROLLBACK TO SAVEPOINT cmd; COMMIT"
+    };
+    let result = tx.raw_batch(epilogue).await;
+    if result.is_err() {
+        // SQLite keeps a transaction whose COMMIT failed open: end it.
+        let _ = tx.raw_batch("ROLLBACK").await;
+    }
+    result
 }
 
 fn answer(batch: Vec<Box<dyn Job>>, committed: bool, started: Instant) {
@@ -395,12 +415,11 @@ fn sqlite_committer(
                 },
             };
             let mut tx = Tx::Lite(lite);
-            let committed = match tx.lite_begin().await {
+            let committed = match tx.raw_batch("BEGIN IMMEDIATE").await {
                 Ok(()) => match run_jobs(&mut tx, &mut batch).await {
-                    Ok(()) => tx.lite_finish(true).await,
+                    Ok(()) => Ok(()),
                     Err(err) => {
-                        tracing::error!(error = %err, "committer: batch failed; rolling back");
-                        let _ = tx.lite_finish(false).await;
+                        let _ = tx.raw_batch("ROLLBACK").await;
                         Err(err)
                     }
                 },
@@ -450,8 +469,7 @@ fn postgres_committer(
             let mut tx = Tx::PgBatch(pg);
             let result = async {
                 begin_and_lock(&mut tx, &batch).await?;
-                run_jobs(&mut tx, &mut batch).await?;
-                tx.pg_execute("COMMIT").await
+                run_jobs(&mut tx, &mut batch).await
             }
             .await;
             let committed = match result {
@@ -459,7 +477,7 @@ fn postgres_committer(
                 Err(err) => {
                     tracing::error!(error = %err, "committer: batch failed; every caller of the batch gets 503");
                     // Leave the connection clean (or drop it if it is broken).
-                    if tx.pg_execute("ROLLBACK").await.is_err() {
+                    if tx.raw_batch("ROLLBACK").await.is_err() {
                         if let Tx::PgBatch(c) = tx {
                             let _ = c.close().await;
                         }
@@ -477,14 +495,15 @@ fn postgres_committer(
     });
 }
 
-/// Begin the batch's transaction and take its declared locks. Taking them is retried (up to
-/// three times) when PostgreSQL picks this batch as a deadlock victim — nothing has run yet,
-/// so starting over is safe — against a transaction that locks outside the global order.
+/// Begin the batch's transaction and take its declared locks, in one round trip. Taking them
+/// is retried (up to three times) when PostgreSQL picks this batch as a deadlock victim —
+/// nothing has run yet, so starting over is safe — against a transaction that locks outside
+/// the global order.
 async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    let sql = lock_statements(batch);
     let mut attempt = 0;
     loop {
-        tx.pg_execute("BEGIN").await?;
-        match lock_in_global_order(tx, batch).await {
+        match tx.raw_batch_owned(sql.clone()).await {
             Ok(()) => return Ok(()),
             Err(err) if attempt < 3 && is_deadlock(&err) => {
                 attempt += 1;
@@ -493,7 +512,7 @@ async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx:
                     attempt,
                     "committer: lost a deadlock while locking; retrying"
                 );
-                tx.pg_execute("ROLLBACK").await?;
+                tx.raw_batch("ROLLBACK").await?;
             }
             Err(err) => return Err(err),
         }
@@ -504,42 +523,31 @@ fn is_deadlock(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
-/// Lock every row the batch declared, table by table in one global order, ascending ids.
-async fn lock_in_global_order(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+/// `BEGIN` and the statements that lock every row the batch declared, table by table in one
+/// global order (coupons, products, users, orders), ascending ids. The ids are integers, written
+/// into the text so the whole prologue is one simple-protocol round trip.
+fn lock_statements(batch: &[Box<dyn Job>]) -> String {
     let mut all = Locks::none();
     for job in batch {
         all.extend(job.locks());
     }
-    if all.is_empty() {
-        return Ok(());
-    }
-    let Tx::PgBatch(conn) = tx else {
-        return Ok(());
-    };
-    for (ids, sql) in [
-        (
-            &mut all.coupons,
-            "SELECT id FROM coupons WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        ),
-        (
-            &mut all.products,
-            "SELECT id FROM products WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        ),
-        (
-            &mut all.users,
-            "SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        ),
-        (
-            &mut all.orders,
-            "SELECT id FROM orders WHERE id = ANY($1) ORDER BY id FOR UPDATE",
-        ),
+    let mut sql = String::from("BEGIN");
+    for (table, ids) in [
+        ("coupons", &mut all.coupons),
+        ("products", &mut all.products),
+        ("users", &mut all.users),
+        ("orders", &mut all.orders),
     ] {
         if ids.is_empty() {
             continue;
         }
         ids.sort_unstable();
         ids.dedup();
-        sqlx::query(sql).bind(&*ids).execute(&mut *conn).await?;
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        sql.push_str(&format!(
+            "; SELECT id FROM {table} WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+            list.join(", ")
+        ));
     }
-    Ok(())
+    sql
 }

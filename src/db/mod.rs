@@ -188,31 +188,33 @@ impl Tx {
         crate::sql_execute!(self, release).map(|_| ())
     }
 
-    /// Committer only: a plain statement on the batch connection (BEGIN, COMMIT, ROLLBACK).
-    pub(crate) async fn pg_execute(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
-        crate::sql_execute!(self, sql).map(|_| ())
-    }
-
-    /// Committer only: `BEGIN IMMEDIATE` on the SQLite batch connection.
-    pub(crate) async fn lite_begin(&mut self) -> Result<(), sqlx::Error> {
+    /// Committer only: statements without parameters, several at once (one round trip on
+    /// PostgreSQL's simple protocol): BEGIN, savepoints, COMMIT, ROLLBACK.
+    pub(crate) async fn raw_batch(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         match self {
-            Tx::Lite(c) => c.batch("BEGIN IMMEDIATE"),
-            _ => Ok(()),
+            Tx::Lite(c) => c.batch(sql),
+            Tx::PgBatch(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Tx::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ()),
+            Tx::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ()),
         }
     }
 
-    /// Committer only: commit (or roll back) the SQLite batch. A failed commit is rolled
-    /// back so the connection is clean for the next batch.
-    pub(crate) async fn lite_finish(&mut self, commit: bool) -> Result<(), sqlx::Error> {
-        let Tx::Lite(c) = self else { return Ok(()) };
-        if commit {
-            let result = c.batch("COMMIT");
-            if result.is_err() {
-                let _ = c.batch("ROLLBACK");
-            }
-            result
-        } else {
-            c.batch("ROLLBACK")
+    /// [`Tx::raw_batch`] for text built at run time from integers only (lock statements).
+    pub(crate) async fn raw_batch_owned(&mut self, sql: String) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::Lite(c) => c.batch(&sql),
+            Tx::PgBatch(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(c)
+                .await
+                .map(|_| ()),
+            Tx::Sqlite(tx) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
+            Tx::Postgres(tx) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut **tx)
+                .await
+                .map(|_| ()),
         }
     }
 }
