@@ -75,8 +75,14 @@ impl LiteConn {
             .map_err(lite)
     }
 
+    /// Statements without parameters, separated by `"; "` (the committer's BEGIN, savepoint
+    /// and COMMIT statements): each runs as a cached prepared statement, not parsed again.
     pub fn batch(&mut self, sql: &str) -> Result<(), sqlx::Error> {
-        self.conn.execute_batch(sql).map_err(lite)
+        for statement in sql.split("; ") {
+            let mut stmt = self.conn.prepare_cached(statement).map_err(lite)?;
+            stmt.raw_execute().map_err(lite)?;
+        }
+        Ok(())
     }
 
     /// The value of a pragma (tests check `synchronous`).
