@@ -1,4 +1,7 @@
 //! Orders: place (reserve + optionally pay), pay later, cancel, read.
+//!
+//! (Longer than most files: the order resource's request/response types, their OpenAPI
+//! annotations and five handlers; the business rules live in `store::orders`.)
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -57,6 +60,70 @@ pub struct PlaceOrderRequest {
     pub user_coupon_id: Option<i64>,
     /// Pay from the balance right away (default true).
     pub pay: Option<bool>,
+}
+
+/// What a valid `POST /orders` body asks for, checked before anything runs: where the lines
+/// come from (`items` xor `fromCart`, `productIds` only with `fromCart`), which coupon
+/// (`couponId` xor `userCouponId`), and whether to pay now.
+pub struct OrderIntent {
+    pub source: OrderSource,
+    pub coupon: Option<CouponRef>,
+    pub pay: bool,
+}
+
+impl TryFrom<&PlaceOrderRequest> for OrderIntent {
+    type Error = AppError;
+
+    fn try_from(req: &PlaceOrderRequest) -> Result<Self, AppError> {
+        let source = match (&req.items, req.from_cart.unwrap_or(false)) {
+            (Some(_), true) => {
+                return Err(AppError::validation(
+                    "fromCart",
+                    "give either items or fromCart, not both",
+                ));
+            }
+            (None, false) => {
+                return Err(AppError::validation(
+                    "items",
+                    "give items, or fromCart: true",
+                ));
+            }
+            (Some(items), false) => {
+                if req.product_ids.is_some() {
+                    return Err(AppError::validation("productIds", "only with fromCart"));
+                }
+                let pairs: Vec<(i64, i64)> =
+                    items.iter().map(|i| (i.product_id, i.quantity)).collect();
+                OrderSource::Items(OrderLines::parse(&pairs, "items")?)
+            }
+            (None, true) => {
+                if let Some(ids) = &req.product_ids {
+                    let pairs: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 1)).collect();
+                    OrderLines::parse(&pairs, "productIds")?;
+                }
+                OrderSource::Cart {
+                    product_ids: req.product_ids.clone(),
+                }
+            }
+        };
+        let coupon = match (req.coupon_id, req.user_coupon_id) {
+            (Some(_), Some(_)) => {
+                return Err(AppError::validation(
+                    "userCouponId",
+                    "give couponId or userCouponId, not both",
+                ));
+            }
+            (Some(id), None) => Some(CouponRef::Campaign(id)),
+            (None, Some(id)) => Some(CouponRef::UserCoupon(id)),
+            (None, None) => None,
+        };
+        let pay = req.pay.unwrap_or(true);
+        Ok(OrderIntent {
+            source,
+            coupon,
+            pay,
+        })
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -259,49 +326,11 @@ async fn place_order(
             "orders are placed by members: use a member token",
         ));
     };
-    let req = &body.value;
-    let source = match (&req.items, req.from_cart.unwrap_or(false)) {
-        (Some(_), true) => {
-            return Err(AppError::validation(
-                "fromCart",
-                "give either items or fromCart, not both",
-            ));
-        }
-        (None, false) => {
-            return Err(AppError::validation(
-                "items",
-                "give items, or fromCart: true",
-            ));
-        }
-        (Some(items), false) => {
-            if req.product_ids.is_some() {
-                return Err(AppError::validation("productIds", "only with fromCart"));
-            }
-            let pairs: Vec<(i64, i64)> = items.iter().map(|i| (i.product_id, i.quantity)).collect();
-            OrderSource::Items(OrderLines::parse(&pairs, "items")?)
-        }
-        (None, true) => {
-            if let Some(ids) = &req.product_ids {
-                let pairs: Vec<(i64, i64)> = ids.iter().map(|id| (*id, 1)).collect();
-                OrderLines::parse(&pairs, "productIds")?;
-            }
-            OrderSource::Cart {
-                product_ids: req.product_ids.clone(),
-            }
-        }
-    };
-    let coupon = match (req.coupon_id, req.user_coupon_id) {
-        (Some(_), Some(_)) => {
-            return Err(AppError::validation(
-                "userCouponId",
-                "give couponId or userCouponId, not both",
-            ));
-        }
-        (Some(id), None) => Some(CouponRef::Campaign(id)),
-        (None, Some(id)) => Some(CouponRef::UserCoupon(id)),
-        (None, None) => None,
-    };
-    let pay = req.pay.unwrap_or(true);
+    let OrderIntent {
+        source,
+        coupon,
+        pay,
+    } = OrderIntent::try_from(&body.value)?;
     let reservation_ttl = chrono::Duration::from_std(state.settings.reservation_ttl)
         .map_err(|_| anyhow::anyhow!("reservation TTL out of range"))?;
     let locks = placing_locks(&state, user_id, &source).await?;

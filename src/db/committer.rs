@@ -18,6 +18,9 @@
 //!
 //! Each committer runs on its own OS thread with a single-threaded runtime, so the command
 //! futures need not be `Send`; only the command closure crosses threads.
+//!
+//! (Longer than most files: the queue, the batch loop for each backend and the PostgreSQL lock
+//! ordering are one mechanism, easier to check for correctness read together.)
 
 use std::future::Future;
 use std::path::PathBuf;

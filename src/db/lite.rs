@@ -7,6 +7,9 @@
 //! the committer's own thread. The SQL strings are the same ones the sqlx arms run (`$1`
 //! placeholders are named parameters to SQLite); values are bound and decoded exactly as sqlx
 //! does, so rows written here read back identically through the sqlx read pool.
+//!
+//! (Longer than most files: binding and decoding must mirror sqlx's SQLite encoding exactly,
+//! type by type, and its tests sit next to it.)
 
 use std::borrow::Cow;
 use std::path::Path;

@@ -1,4 +1,6 @@
 //! Coupon campaigns and discounts (SPEC §5). Pure: the order flow calls [`CouponTerms::discount_for`].
+//!
+//! (Longer than most files because its unit tests of the discount arithmetic sit below it.)
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
