@@ -34,3 +34,11 @@ pub async fn create_user(tx: &mut Tx, cmd: CreateUser<'_>) -> AppResult<UserRow>
 pub async fn find_user(h: &mut impl Handle, id: i64) -> AppResult<Option<UserRow>> {
     Ok(sql_optional!(UserRow; h, "SELECT id, name, created_at FROM users WHERE id = $1", id)?)
 }
+
+/// Replace a member's token (rotation or reissue): the old hash is gone in the same statement.
+/// `None`: no such member.
+pub async fn replace_token(tx: &mut Tx, id: i64, token_hash: &str) -> AppResult<Option<UserRow>> {
+    Ok(sql_optional!(UserRow; tx,
+        "UPDATE users SET token_hash = $1 WHERE id = $2 RETURNING id, name, created_at",
+        token_hash, id)?)
+}
