@@ -26,12 +26,12 @@ use crate::store::{self, orders::OrderRow};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(list_orders))
-        .routes(routes!(list_members))
-        .routes(routes!(list_products))
-        .routes(routes!(list_campaigns))
-        .routes(routes!(update_campaign))
-        .routes(routes!(close_campaign))
+        .routes(routes!(admin_list_orders))
+        .routes(routes!(admin_list_members))
+        .routes(routes!(admin_list_products))
+        .routes(routes!(admin_list_campaigns))
+        .routes(routes!(admin_update_campaign))
+        .routes(routes!(admin_close_campaign))
         .routes(routes!(reissue_member_token))
 }
 
@@ -147,7 +147,7 @@ fn time_bound(field: &str, t: Option<DateTime<Utc>>) -> AppResult<Option<DateTim
     responses((status = 200, body = AdminOrderPage),
         (status = 400, description = "VALIDATION_ERROR: a bad status, userId, from, to (not after from), cursor or limit (`details.field`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody)))]
-async fn list_orders(
+async fn admin_list_orders(
     State(state): State<AppState>,
     _admin: Admin,
     ValidQuery(query): ValidQuery<AdminOrderQuery>,
@@ -232,7 +232,7 @@ pub struct AdminMemberQuery {
     responses((status = 200, body = AdminMemberPage),
         (status = 400, description = "VALIDATION_ERROR: a bad q, cursor or limit (`details.field`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody)))]
-async fn list_members(
+async fn admin_list_members(
     State(state): State<AppState>,
     _admin: Admin,
     ValidQuery(query): ValidQuery<AdminMemberQuery>,
@@ -288,7 +288,7 @@ pub struct AdminProductQuery {
     responses((status = 200, body = ProductPage),
         (status = 400, description = "VALIDATION_ERROR: a bad status, cursor or limit (`details.field`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody)))]
-async fn list_products(
+async fn admin_list_products(
     State(state): State<AppState>,
     _admin: Admin,
     ValidQuery(query): ValidQuery<AdminProductQuery>,
@@ -321,7 +321,7 @@ pub struct CampaignPage {
     responses((status = 200, body = CampaignPage),
         (status = 400, description = "VALIDATION_ERROR: a bad cursor or limit (`details.field`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody)))]
-async fn list_campaigns(
+async fn admin_list_campaigns(
     State(state): State<AppState>,
     _admin: Admin,
     ValidQuery(query): ValidQuery<PageQuery>,
@@ -395,7 +395,7 @@ impl UpdateCouponRequest {
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody),
         (status = 409, description = "COUPON_QUANTITY_BELOW_ISSUED: totalQuantity is less than issuedQuantity", body = ErrorBody)))]
-async fn update_campaign(
+async fn admin_update_campaign(
     State(state): State<AppState>,
     _admin: Admin,
     ValidPath(coupon_id): ValidPath<i64>,
@@ -422,7 +422,7 @@ async fn update_campaign(
     responses((status = 200, body = Campaign),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody),
         (status = 404, description = "COUPON_NOT_FOUND", body = ErrorBody)))]
-async fn close_campaign(
+async fn admin_close_campaign(
     State(state): State<AppState>,
     _admin: Admin,
     ValidPath(coupon_id): ValidPath<i64>,
