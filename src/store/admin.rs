@@ -42,29 +42,34 @@ macro_rules! admin_order_query {
             "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
              coupon_id, expires_at, created_at, updated_at, paid_at FROM orders WHERE ",
             $filter,
-            " created_at >= $1 AND created_at < $2 \
-             AND created_at <= $3 AND (created_at < $3 OR id < $4) \
-             ORDER BY created_at DESC, id DESC LIMIT $5"
+            " created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
         )
     };
 }
 
 /// One page of orders, newest first (`limit` rows as asked: the caller over-fetches by one).
+///
+/// The statement has a single upper bound on `created_at` (`<= $2`), so both planners take it
+/// as the end of the index range: the page starts right at the cursor, never at `to` with the
+/// rows in between skipped one by one. `(at, id)` is the cursor's row when it lies before `to`,
+/// else `(to, 0)`, which reads "created before `to`" (`id < 0` never holds).
 pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<OrderRow>> {
-    // Without a cursor the page starts at `to` (already exclusive).
-    let (at, id) = f.before.unwrap_or((f.to, i64::MAX));
+    let (at, id) = match f.before {
+        Some((at, id)) if at < f.to => (at, id),
+        _ => (f.to, 0),
+    };
     let rows = match (f.status.map(OrderStatus::as_str), f.user_id) {
-        (None, None) => sql_all!(OrderRow; h, admin_order_query!(""),
-            f.from, f.to, at, id, f.limit)?,
-        (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $6 AND"),
-            f.from, f.to, at, id, f.limit, status)?,
-        (None, Some(user_id)) => sql_all!(OrderRow; h, admin_order_query!("user_id = $6 AND"),
-            f.from, f.to, at, id, f.limit, user_id)?,
+        (None, None) => sql_all!(OrderRow; h, admin_order_query!(""), f.from, at, id, f.limit)?,
+        (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
+            f.from, at, id, f.limit, status)?,
+        (None, Some(user_id)) => sql_all!(OrderRow; h, admin_order_query!("user_id = $5 AND"),
+            f.from, at, id, f.limit, user_id)?,
         // A member has few orders: walk the member's index and check the status on each row.
         // `status || ''` keeps SQLite (which has no statistics) from picking the status index.
         (Some(status), Some(user_id)) => sql_all!(OrderRow; h,
-            admin_order_query!("user_id = $6 AND (status || '') = $7 AND"),
-            f.from, f.to, at, id, f.limit, user_id, status)?,
+            admin_order_query!("user_id = $5 AND (status || '') = $6 AND"),
+            f.from, at, id, f.limit, user_id, status)?,
     };
     Ok(rows)
 }
