@@ -9,3 +9,11 @@ CREATE INDEX orders_by_user_created ON orders (user_id, created_at, id);
 
 -- `POST /admin/coupons/{id}/close`: no more issuance; issued coupons stay valid.
 ALTER TABLE coupons ADD COLUMN closed_at TIMESTAMPTZ;
+
+-- `GET /admin/users?q`: the name with ASCII letters lowered (written by the application at
+-- sign-up, `str::to_ascii_lowercase`), so the search is a plain, case-sensitive `LIKE` that
+-- answers the same on both backends. Folding per row at query time (`translate`/`lower` in
+-- PostgreSQL) cost 5-15x the scan itself. Nullable: rows written by other tools are just not
+-- found by the search.
+ALTER TABLE users ADD COLUMN name_folded TEXT;
+UPDATE users SET name_folded = translate(name, 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');

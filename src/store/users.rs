@@ -26,9 +26,9 @@ pub struct CreateUser<'a> {
 
 pub async fn create_user(tx: &mut Tx, cmd: CreateUser<'_>) -> AppResult<UserRow> {
     Ok(sql_one!(UserRow; tx,
-        "INSERT INTO users (name, token_hash, balance, balance_updated_at, created_at)
-         VALUES ($1, $2, 0, $3, $3) RETURNING id, name, created_at",
-        cmd.name, cmd.token_hash, cmd.now)?)
+        "INSERT INTO users (name, token_hash, balance, balance_updated_at, created_at, name_folded)
+         VALUES ($1, $2, 0, $3, $3, $4) RETURNING id, name, created_at",
+        cmd.name, cmd.token_hash, cmd.now, cmd.name.to_ascii_lowercase())?)
 }
 
 pub async fn find_user(h: &mut impl Handle, id: i64) -> AppResult<Option<UserRow>> {
