@@ -213,6 +213,25 @@ async fn admin_orders_filter_and_page_newest_first(backend: Backend) {
     )
     .await;
     assert_eq!(lee_window, vec![placed[1]]);
+    // A cursor from a page without `to`, then a `to` before the cursor's order: `to` wins.
+    let (_, two) = app.get("/admin/orders?limit=2", Some(ADMIN_TOKEN)).await;
+    let cursor = two["nextCursor"].as_str().expect("cursor").to_string();
+    let (status, early) = app
+        .get(
+            &format!("/admin/orders?to={from}&cursor={cursor}"),
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{early}");
+    let early = ids(&early);
+    assert!(
+        !early.iter().any(|id| placed[1..].contains(id)),
+        "{early:?}"
+    );
+    assert!(
+        early.contains(&placed[0]) || created[4] == created[3],
+        "{early:?}"
+    );
     let future = (Utc::now() + Duration::days(1)).format("%Y-%m-%dT%H:%M:%SZ");
     let (_, none) = app
         .get(&format!("/admin/orders?from={future}"), Some(ADMIN_TOKEN))
