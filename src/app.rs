@@ -176,6 +176,7 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "outbox", description = "Delivery of paid orders to the data platform"),
         (name = "ranking", description = "Best-sellers from precomputed daily aggregates"),
         (name = "operations", description = "Health and readiness"),
+        (name = "back office", description = "Admin lists, search, campaign management and token reissue (SPEC §15)"),
     )
 )]
 pub struct ApiDoc;
@@ -205,6 +206,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::orders::router())
         .merge(api::outbox::router())
         .merge(api::ranking::router())
+        .merge(api::admin::router())
         .split_for_parts();
     let mut doc = doc;
     utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);

@@ -86,6 +86,8 @@ pub struct Campaign {
     pub discount: DiscountBody,
     pub min_order_amount: i64,
     pub total_quantity: i64,
+    /// Coupons issued so far (never more than `totalQuantity`).
+    pub issued_quantity: i64,
     pub remaining_quantity: i64,
     #[serde(serialize_with = "crate::api::rfc3339")]
     pub issue_starts_at: DateTime<Utc>,
@@ -94,6 +96,13 @@ pub struct Campaign {
     pub valid_days: i64,
     #[serde(serialize_with = "crate::api::rfc3339")]
     pub created_at: DateTime<Utc>,
+    /// When an admin closed the campaign (`POST /admin/coupons/{couponId}/close`): no more
+    /// issuance; coupons already issued stay valid. Absent while not closed.
+    #[serde(
+        serialize_with = "crate::api::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub closed_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<coupons::CampaignRow> for Campaign {
@@ -107,10 +116,12 @@ impl TryFrom<coupons::CampaignRow> for Campaign {
             name: r.name,
             min_order_amount: r.min_order_amount,
             total_quantity: r.total_quantity,
+            issued_quantity: r.issued_quantity,
             issue_starts_at: r.issue_starts_at,
             issue_ends_at: r.issue_ends_at,
             valid_days: r.valid_days,
             created_at: r.created_at,
+            closed_at: r.closed_at,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! HTTP resources. Each module owns its request/response types and exposes `router()`.
 
+pub mod admin;
 pub mod balance;
 pub mod cart;
 pub mod coupons;

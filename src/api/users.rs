@@ -19,6 +19,7 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_user))
         .routes(routes!(get_user))
+        .routes(routes!(rotate_token))
 }
 
 pub const MAX_NAME_CHARS: usize = 100;
@@ -109,4 +110,44 @@ async fn get_user(
         name: user.name,
         created_at: user.created_at,
     }))
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenIssued {
+    pub user_id: i64,
+    /// The new bearer token: shown once, stored only as a hash. The previous token no longer
+    /// works.
+    pub token: String,
+}
+
+/// Give a member a new token and forget the old one. This instance's token cache is cleared at
+/// once; other instances cache a token for at most [`crate::auth::MemberTokenCache::TTL`]
+/// (1 s), so the old token is refused everywhere within a second (README, "Tokens").
+pub async fn reissue_token(state: &AppState, user_id: i64) -> AppResult<TokenIssued> {
+    let token = generate_token("shp_");
+    let token_hash = hash_token(&token);
+    let updated = state
+        .db
+        .write(Locks::user(user_id), async move |tx: &mut Tx| {
+            users::replace_token(tx, user_id, &token_hash).await
+        })
+        .await?;
+    updated.ok_or_else(|| AppError::user_not_found(user_id))?;
+    state.member_tokens.clear();
+    Ok(TokenIssued { user_id, token })
+}
+
+/// Rotate the caller's token: a new token is shown once and the old one stops working (the
+/// member, or an admin for any member).
+#[utoipa::path(post, path = "/users/{userId}/tokens", tag = "members", security(("bearer" = [])),
+    params(("userId" = i64, Path)),
+    responses((status = 200, body = TokenIssued), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn rotate_token(
+    State(state): State<AppState>,
+    caller: Principal,
+    ValidPath(user_id): ValidPath<i64>,
+) -> AppResult<axum::Json<TokenIssued>> {
+    caller.authorize_user(user_id)?;
+    Ok(axum::Json(reissue_token(&state, user_id).await?))
 }

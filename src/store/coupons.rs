@@ -29,6 +29,8 @@ pub struct CampaignRow {
     pub issue_ends_at: DateTime<Utc>,
     pub valid_days: i64,
     pub created_at: DateTime<Utc>,
+    /// Set by `POST /admin/coupons/{id}/close`: no more issuance.
+    pub closed_at: Option<DateTime<Utc>>,
 }
 crate::lite_row!(CampaignRow {
     id,
@@ -42,7 +44,8 @@ crate::lite_row!(CampaignRow {
     issue_starts_at,
     issue_ends_at,
     valid_days,
-    created_at
+    created_at,
+    closed_at
 });
 
 /// Rebuild a coupon's terms from its stored columns (validated again: a bad row is a 500, not a
@@ -135,7 +138,7 @@ pub async fn create_campaign(
                               total_quantity, issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, 0, $7, $8, $9, $10)
          RETURNING id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity,
-                   issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at",
+                   issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at, closed_at",
         &c.name, d.kind().as_str(), d.value(), d.max_amount(), c.terms.min_order_amount,
         c.total_quantity, c.issue_starts_at, c.issue_ends_at, c.valid_days, now)?)
 }
@@ -143,7 +146,7 @@ pub async fn create_campaign(
 pub async fn find_campaign(h: &mut impl Handle, id: i64) -> AppResult<Option<CampaignRow>> {
     Ok(sql_optional!(CampaignRow; h,
         "SELECT id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity,
-                issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at
+                issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at, closed_at
          FROM coupons WHERE id = $1", id)?)
 }
 
@@ -151,8 +154,8 @@ pub async fn find_campaign(h: &mut impl Handle, id: i64) -> AppResult<Option<Cam
 pub async fn list_open(h: &mut impl Handle, now: DateTime<Utc>) -> AppResult<Vec<CampaignRow>> {
     Ok(sql_all!(CampaignRow; h,
         "SELECT id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity,
-                issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at
-         FROM coupons WHERE issue_starts_at <= $1 AND issue_ends_at > $1 ORDER BY id LIMIT 500", now)?)
+                issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at, closed_at
+         FROM coupons WHERE issue_starts_at <= $1 AND issue_ends_at > $1 AND closed_at IS NULL ORDER BY id LIMIT 500", now)?)
 }
 
 pub struct IssueCoupon {
@@ -191,6 +194,13 @@ pub async fn issue(tx: &mut Tx, cmd: IssueCoupon) -> AppResult<UserCouponRow> {
     let campaign = find_campaign(tx, coupon_id)
         .await?
         .ok_or_else(|| coupon_not_found(coupon_id))?;
+    if let Some(closed_at) = campaign.closed_at {
+        return Err(AppError::conflict(
+            "COUPON_NOT_ISSUABLE",
+            "the campaign was closed",
+            json!({ "couponId": coupon_id, "closedAt": closed_at }),
+        ));
+    }
     if !is_issuable_at(campaign.issue_starts_at, campaign.issue_ends_at, now) {
         return Err(AppError::conflict(
             "COUPON_NOT_ISSUABLE",
@@ -214,7 +224,8 @@ pub async fn issue(tx: &mut Tx, cmd: IssueCoupon) -> AppResult<UserCouponRow> {
     }
     let claimed = sql_execute!(tx,
         "UPDATE coupons SET issued_quantity = issued_quantity + 1
-         WHERE id = $1 AND issued_quantity < total_quantity AND issue_starts_at <= $2 AND issue_ends_at > $2",
+         WHERE id = $1 AND issued_quantity < total_quantity AND issue_starts_at <= $2 AND issue_ends_at > $2
+           AND closed_at IS NULL",
         coupon_id, now)?;
     if claimed == 0 {
         return Err(sold_out(coupon_id));

@@ -4,6 +4,7 @@
 //! several commands can later share one transaction (group commit). Reads take any
 //! [`crate::db::Handle`].
 
+pub mod admin;
 pub mod balance;
 pub mod cart;
 pub mod coupons;

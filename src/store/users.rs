@@ -26,11 +26,19 @@ pub struct CreateUser<'a> {
 
 pub async fn create_user(tx: &mut Tx, cmd: CreateUser<'_>) -> AppResult<UserRow> {
     Ok(sql_one!(UserRow; tx,
-        "INSERT INTO users (name, token_hash, balance, balance_updated_at, created_at)
-         VALUES ($1, $2, 0, $3, $3) RETURNING id, name, created_at",
-        cmd.name, cmd.token_hash, cmd.now)?)
+        "INSERT INTO users (name, token_hash, balance, balance_updated_at, created_at, name_folded)
+         VALUES ($1, $2, 0, $3, $3, $4) RETURNING id, name, created_at",
+        cmd.name, cmd.token_hash, cmd.now, cmd.name.to_ascii_lowercase())?)
 }
 
 pub async fn find_user(h: &mut impl Handle, id: i64) -> AppResult<Option<UserRow>> {
     Ok(sql_optional!(UserRow; h, "SELECT id, name, created_at FROM users WHERE id = $1", id)?)
+}
+
+/// Replace a member's token (rotation or reissue): the old hash is gone in the same statement.
+/// `None`: no such member.
+pub async fn replace_token(tx: &mut Tx, id: i64, token_hash: &str) -> AppResult<Option<UserRow>> {
+    Ok(sql_optional!(UserRow; tx,
+        "UPDATE users SET token_hash = $1 WHERE id = $2 RETURNING id, name, created_at",
+        token_hash, id)?)
 }

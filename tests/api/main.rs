@@ -4,6 +4,7 @@
 mod helpers;
 mod invariants;
 
+mod admin;
 mod balance;
 mod cli;
 mod concurrency;

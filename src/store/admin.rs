@@ -1,0 +1,251 @@
+//! Back office reads and campaign management (SPEC §15).
+//!
+//! Every list is keyset-paginated over an index, so a page costs the same on the first page
+//! as on the ten-thousandth (docs/back-office.md shows the plans):
+//!
+//! - orders, newest first by `(created_at, id)`: `orders_by_created`, `orders_by_status_created`
+//!   or `orders_by_user_created` (migration 0007); `from`/`to` bound the trailing `created_at`.
+//!   Each filter combination is its own static statement, so no `$n IS NULL OR ...` term hides
+//!   the index from a generic plan;
+//! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`).
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+
+use crate::db::{Handle, Tx};
+use crate::domain::order::OrderStatus;
+use crate::domain::pagination::Page;
+use crate::domain::product::ProductStatus;
+use crate::error::{AppError, AppResult};
+use crate::store::coupons::{CampaignRow, coupon_not_found, find_campaign};
+use crate::store::orders::OrderRow;
+use crate::store::products::ProductRow;
+use crate::{sql_all, sql_optional, sql_scalar_optional};
+
+/// Which orders, and where the page starts.
+#[derive(Clone, Debug)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub user_id: Option<i64>,
+    /// Inclusive lower bound on `created_at`.
+    pub from: DateTime<Utc>,
+    /// Exclusive upper bound on `created_at`.
+    pub to: DateTime<Utc>,
+    /// The last order of the previous page: `(created_at, id)`, exclusive.
+    pub before: Option<(DateTime<Utc>, i64)>,
+    pub limit: i64,
+}
+
+macro_rules! admin_order_query {
+    ($filter:literal) => {
+        concat!(
+            "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
+             coupon_id, expires_at, created_at, updated_at, paid_at FROM orders WHERE ",
+            $filter,
+            " created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
+             ORDER BY created_at DESC, id DESC LIMIT $4"
+        )
+    };
+}
+
+/// One page of orders, newest first (`limit` rows as asked: the caller over-fetches by one).
+///
+/// The statement has a single upper bound on `created_at` (`<= $2`), so both planners take it
+/// as the end of the index range: the page starts right at the cursor, never at `to` with the
+/// rows in between skipped one by one. `(at, id)` is the cursor's row when it lies before `to`,
+/// else `(to, 0)`, which reads "created before `to`" (`id < 0` never holds).
+pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<OrderRow>> {
+    let (at, id) = match f.before {
+        Some((at, id)) if at < f.to => (at, id),
+        _ => (f.to, 0),
+    };
+    let rows = match (f.status.map(OrderStatus::as_str), f.user_id) {
+        (None, None) => sql_all!(OrderRow; h, admin_order_query!(""), f.from, at, id, f.limit)?,
+        (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
+            f.from, at, id, f.limit, status)?,
+        (None, Some(user_id)) => sql_all!(OrderRow; h, admin_order_query!("user_id = $5 AND"),
+            f.from, at, id, f.limit, user_id)?,
+        // A member has few orders: walk the member's index and check the status on each row.
+        // `status || ''` keeps SQLite (which has no statistics) from picking the status index.
+        (Some(status), Some(user_id)) => sql_all!(OrderRow; h,
+            admin_order_query!("user_id = $5 AND (status || '') = $6 AND"),
+            f.from, at, id, f.limit, user_id, status)?,
+    };
+    Ok(rows)
+}
+
+/// The `created_at` of the order a cursor names (`None`: no such order).
+pub async fn order_created_at(h: &mut impl Handle, id: i64) -> AppResult<Option<DateTime<Utc>>> {
+    Ok(sql_scalar_optional!(
+        h,
+        "SELECT created_at FROM orders WHERE id = $1",
+        id
+    )?)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct MemberRow {
+    pub id: i64,
+    pub name: String,
+    pub balance: i64,
+    pub created_at: DateTime<Utc>,
+}
+crate::lite_row!(MemberRow {
+    id,
+    name,
+    balance,
+    created_at
+});
+
+/// Escape `%`, `_` and `\` so a search term matches literally inside a `LIKE ... ESCAPE '\'`.
+pub fn like_contains(term: &str) -> String {
+    let mut out = String::with_capacity(term.len() + 2);
+    out.push('%');
+    for c in term.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out.push('%');
+    out
+}
+
+/// Members in id order; `pattern` (from [`like_contains`]) matches `name_folded`, the name with
+/// ASCII letters lowered at sign-up, so other letters compare exactly and both backends answer
+/// alike (SQLite's `LIKE` would fold ASCII anyway; PostgreSQL's is case-sensitive). The search
+/// walks the primary key from the cursor and stops after a page of matches: a term nobody
+/// matches reads the whole table (docs/benchmarks.md: why that is acceptable at 100,000).
+pub async fn list_members(
+    h: &mut impl Handle,
+    pattern: Option<&str>,
+    page: Page,
+) -> AppResult<Vec<MemberRow>> {
+    let after = page.after.unwrap_or(0);
+    let rows = match pattern {
+        None => sql_all!(MemberRow; h,
+            "SELECT id, name, balance, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+            after, page.fetch_limit())?,
+        Some(pattern) => sql_all!(MemberRow; h,
+            "SELECT id, name, balance, created_at FROM users
+             WHERE id > $1 AND name_folded LIKE $3 ESCAPE '\\' ORDER BY id LIMIT $2",
+            after, page.fetch_limit(), pattern)?,
+    };
+    Ok(rows)
+}
+
+/// Products of every status (or one), in id order.
+pub async fn list_products(
+    h: &mut impl Handle,
+    status: Option<ProductStatus>,
+    page: Page,
+) -> AppResult<Vec<ProductRow>> {
+    let after = page.after.unwrap_or(0);
+    let rows = match status {
+        None => sql_all!(ProductRow; h,
+            "SELECT id, name, description, price, status, stock, created_at, updated_at
+             FROM products WHERE id > $1 ORDER BY id LIMIT $2",
+            after, page.fetch_limit())?,
+        Some(status) => sql_all!(ProductRow; h,
+            "SELECT id, name, description, price, status, stock, created_at, updated_at
+             FROM products WHERE status = $3 AND id > $1 ORDER BY id LIMIT $2",
+            after, page.fetch_limit(), status.as_str())?,
+    };
+    Ok(rows)
+}
+
+macro_rules! campaign_columns {
+    () => {
+        "id, name, discount_type, discount_value, max_discount, min_order_amount, total_quantity, \
+         issued_quantity, issue_starts_at, issue_ends_at, valid_days, created_at, closed_at"
+    };
+}
+
+/// Every campaign (open, future, ended, closed), in id order.
+pub async fn list_campaigns(h: &mut impl Handle, page: Page) -> AppResult<Vec<CampaignRow>> {
+    Ok(sql_all!(CampaignRow; h,
+        concat!("SELECT ", campaign_columns!(), " FROM coupons WHERE id > $1 ORDER BY id LIMIT $2"),
+        page.after.unwrap_or(0), page.fetch_limit())?)
+}
+
+/// A validated campaign change (at least one field).
+#[derive(Clone, Debug)]
+pub struct CampaignPatch {
+    pub name: Option<String>,
+    pub issue_ends_at: Option<DateTime<Utc>>,
+    pub total_quantity: Option<i64>,
+}
+
+/// Change a campaign. The total never drops below what is issued (`409
+/// COUPON_QUANTITY_BELOW_ISSUED`): checked here and again by the conditional UPDATE (and the
+/// table's CHECK), so a concurrent issuance cannot slip in between.
+pub async fn update_campaign(
+    tx: &mut Tx,
+    id: i64,
+    patch: &CampaignPatch,
+) -> AppResult<CampaignRow> {
+    let current = find_campaign(tx, id)
+        .await?
+        .ok_or_else(|| coupon_not_found(id))?;
+    if let Some(ends) = patch.issue_ends_at
+        && ends <= current.issue_starts_at
+    {
+        return Err(AppError::validation(
+            "issueEndsAt",
+            "must be after issueStartsAt",
+        ));
+    }
+    let below = |issued: i64, total: i64| {
+        AppError::conflict(
+            "COUPON_QUANTITY_BELOW_ISSUED",
+            format!("{issued} coupons are already issued; the total cannot be {total}"),
+            json!({ "couponId": id, "issuedQuantity": issued, "totalQuantity": total }),
+        )
+    };
+    if let Some(total) = patch.total_quantity
+        && total < current.issued_quantity
+    {
+        return Err(below(current.issued_quantity, total));
+    }
+    let updated = sql_optional!(CampaignRow; tx,
+        concat!("UPDATE coupons SET
+                     name = COALESCE($2, name),
+                     issue_ends_at = COALESCE($3, issue_ends_at),
+                     total_quantity = COALESCE($4, total_quantity)
+                 WHERE id = $1 AND ($4 IS NULL OR issued_quantity <= $4)
+                 RETURNING ", campaign_columns!()),
+        id, patch.name.as_deref(), patch.issue_ends_at, patch.total_quantity)?;
+    match updated {
+        Some(row) => Ok(row),
+        None => {
+            let issued: Option<i64> =
+                sql_scalar_optional!(tx, "SELECT issued_quantity FROM coupons WHERE id = $1", id)?;
+            match issued {
+                None => Err(coupon_not_found(id)),
+                Some(issued) => Err(below(issued, patch.total_quantity.unwrap_or_default())),
+            }
+        }
+    }
+}
+
+/// Close a campaign: no more issuance, issued coupons stay valid. Closing twice keeps the
+/// first `closed_at`.
+pub async fn close_campaign(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> AppResult<CampaignRow> {
+    sql_optional!(CampaignRow; tx,
+        concat!("UPDATE coupons SET closed_at = COALESCE(closed_at, $2) WHERE id = $1 RETURNING ",
+            campaign_columns!()),
+        id, now)?
+    .ok_or_else(|| coupon_not_found(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_terms_match_literally() {
+        assert_eq!(like_contains("Kim"), "%kim%");
+        assert_eq!(like_contains("50%_off\\"), "%50\\%\\_off\\\\%");
+        assert_eq!(like_contains("민지"), "%민지%");
+    }
+}
