@@ -122,8 +122,9 @@ pub struct TokenIssued {
 }
 
 /// Give a member a new token and forget the old one. This instance's token cache is cleared at
-/// once; other instances cache a token for at most [`crate::auth::MemberTokenCache::TTL`]
-/// (1 s), so the old token is refused everywhere within a second (README, "Tokens").
+/// once; the rotation bumps the token epoch, which other instances re-read at most every
+/// [`crate::auth::MemberTokenCache::RECHECK`] (1 s), so the old token is refused everywhere
+/// within a second (README, "Tokens").
 pub async fn reissue_token(state: &AppState, user_id: i64) -> AppResult<TokenIssued> {
     let token = generate_token("shp_");
     let token_hash = hash_token(&token);

@@ -35,10 +35,15 @@ pub async fn find_user(h: &mut impl Handle, id: i64) -> AppResult<Option<UserRow
     Ok(sql_optional!(UserRow; h, "SELECT id, name, created_at FROM users WHERE id = $1", id)?)
 }
 
-/// Replace a member's token (rotation or reissue): the old hash is gone in the same statement.
-/// `None`: no such member.
+/// Replace a member's token (rotation or reissue): the old hash is gone in the same statement,
+/// and the token epoch moves in the same transaction, so every instance drops its token cache
+/// within a second. `None`: no such member.
 pub async fn replace_token(tx: &mut Tx, id: i64, token_hash: &str) -> AppResult<Option<UserRow>> {
-    Ok(sql_optional!(UserRow; tx,
+    let row = sql_optional!(UserRow; tx,
         "UPDATE users SET token_hash = $1 WHERE id = $2 RETURNING id, name, created_at",
-        token_hash, id)?)
+        token_hash, id)?;
+    if row.is_some() {
+        crate::auth::bump_token_epoch(tx).await?;
+    }
+    Ok(row)
 }
