@@ -80,11 +80,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(anyhow::Error::new)?;
             match run {
-                crate::store::ranking::JobRun::Ran { since: Some(day) } => {
-                    println!("aggregated PAID orders from {day} on")
+                crate::store::ranking::JobRun::Ran {
+                    full: false,
+                    counted,
+                } => {
+                    println!("added {counted} newly PAID orders to the aggregates")
                 }
-                crate::store::ranking::JobRun::Ran { since: None } => {
-                    println!("aggregated all PAID orders")
+                crate::store::ranking::JobRun::Ran {
+                    full: true,
+                    counted,
+                } => {
+                    println!(
+                        "rebuilt the aggregates of the last {} days ({counted} recent orders counted one by one)",
+                        crate::store::ranking::MAX_DAYS + 1
+                    )
                 }
                 crate::store::ranking::JobRun::Skipped => {
                     println!("another instance is running the job; showing its last result")
