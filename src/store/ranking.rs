@@ -58,9 +58,7 @@ pub fn day_string(day: NaiveDate) -> String {
 }
 
 fn midnight(day: NaiveDate) -> DateTime<Utc> {
-    day.and_hms_opt(0, 0, 0)
-        .unwrap_or_default()
-        .and_utc()
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
 }
 
 /// The first day kept in `product_sales_daily` when the job runs at `now`.
@@ -102,8 +100,9 @@ pub async fn aggregate(
             }
         }
     }
-    let state = sql_optional!(StateRow; tx, "SELECT window_from, run FROM ranking_state WHERE id = 1")
-        .context("reading the ranking job's state")?;
+    let state =
+        sql_optional!(StateRow; tx, "SELECT window_from, run FROM ranking_state WHERE id = 1")
+            .context("reading the ranking job's state")?;
     let run = state.as_ref().map_or(0, |s| s.run) + 1;
     let resume_from = state.and_then(|s| s.window_from).filter(|_| !options.full);
     let full = resume_from.is_none();
