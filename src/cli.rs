@@ -1,5 +1,6 @@
 //! Command line: `serve`, `migrate`, `seed-demo`.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -69,9 +70,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect(&args.database).await?;
             db.migrate().await?;
             let cache = crate::ranking::RankingCache::default();
-            let (run, snapshot) = crate::ranking::refresh(
-                &db,
-                &cache,
+            let started = std::time::Instant::now();
+            let mut tx = db.begin().await.context("starting the ranking job")?;
+            let run = crate::store::ranking::aggregate(
+                &mut tx,
+                crate::store::now(),
                 crate::store::ranking::AggregateOptions {
                     full: args.full,
                     wait_for_lock: true,
@@ -79,6 +82,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
             .map_err(anyhow::Error::new)?;
+            tx.commit().await.context("committing the ranking job")?;
+            let job = started.elapsed();
+            let started = std::time::Instant::now();
+            let snapshot = cache.reload(&db).await.map_err(anyhow::Error::new)?;
+            let load = started.elapsed();
             match run {
                 crate::store::ranking::JobRun::Ran {
                     full: false,
@@ -99,6 +107,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("another instance is running the job; showing its last result")
                 }
             }
+            println!(
+                "job took {:.1} ms, snapshot load {:.1} ms",
+                job.as_secs_f64() * 1e3,
+                load.as_secs_f64() * 1e3
+            );
             println!(
                 "best-sellers over 3 days, as of {}:",
                 crate::api::format_time(snapshot.as_of)
