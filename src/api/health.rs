@@ -28,11 +28,11 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The database is reachable.
+/// The database is reachable and best-sellers are loaded.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
-/// Also not ready until the best-seller snapshot is loaded (at start-up, before serving), so
-/// a load balancer never sends the first requests into a cold cache.
+// Not ready until the best-seller snapshot is loaded (at start-up, before serving), so a load
+// balancer never sends the first requests into a cold cache.
 async fn readyz(State(state): State<AppState>) -> Response {
     let not_ready = |message: &str| {
         let body = ErrorBody {
