@@ -33,7 +33,8 @@ pub enum Command {
 pub struct RankArgs {
     #[command(flatten)]
     pub database: DatabaseSettings,
-    /// Recompute every day (after correcting order data by hand), not only recent days.
+    /// Rebuild the last 31 days of aggregates from the orders (after correcting order data by
+    /// hand), not only add the payments not counted yet.
     #[arg(long)]
     pub full: bool,
 }

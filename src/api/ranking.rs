@@ -57,7 +57,7 @@ pub struct Popular {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RefreshQuery {
-    /// Recompute every day, not only those that can have changed since the last run.
+    /// Rebuild the last 31 days of aggregates from the orders, not only add the payments not counted yet.
     pub full: Option<bool>,
 }
 

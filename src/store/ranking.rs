@@ -291,3 +291,25 @@ pub async fn top(
          LIMIT $2",
         day_string(from_day), limit)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_longest_window_plus_one_day() {
+        let now = DateTime::parse_from_rfc3339("2030-01-02T00:00:30Z")
+            .unwrap()
+            .to_utc();
+        let first = first_kept_day(now);
+        assert_eq!(day_string(first), "2029-12-03");
+        // `days = 30` at `now` starts 29 days back: inside what is kept.
+        assert!(now.date_naive() - Duration::days(MAX_DAYS - 1) > first);
+        assert_eq!(
+            midnight(first),
+            DateTime::parse_from_rfc3339("2029-12-03T00:00:00Z")
+                .unwrap()
+                .to_utc()
+        );
+    }
+}
