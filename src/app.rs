@@ -83,6 +83,11 @@ impl Application {
             ranking: crate::ranking::RankingCache::default(),
             member_tokens: crate::auth::MemberTokenCache::default(),
         };
+        // Best-sellers are served from memory: load them before serving (and so before /readyz
+        // answers 200). If this fails, /readyz says 503 until the job's first run loads them.
+        if let Err(err) = state.ranking.reload(&state.db).await {
+            tracing::warn!(error = ?err, "cannot load the best-seller snapshot at start-up");
+        }
         let router = router(state.clone());
         Ok(Self {
             listener,

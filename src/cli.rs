@@ -1,5 +1,6 @@
 //! Command line: `serve`, `migrate`, `seed-demo`.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
@@ -32,7 +33,8 @@ pub enum Command {
 pub struct RankArgs {
     #[command(flatten)]
     pub database: DatabaseSettings,
-    /// Recompute every day (after correcting order data by hand), not only recent days.
+    /// Rebuild the last 31 days of aggregates from the orders (after correcting order data by
+    /// hand), not only add the payments not counted yet.
     #[arg(long)]
     pub full: bool,
 }
@@ -69,9 +71,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = connect(&args.database).await?;
             db.migrate().await?;
             let cache = crate::ranking::RankingCache::default();
-            let (run, snapshot) = crate::ranking::refresh(
-                &db,
-                &cache,
+            let started = std::time::Instant::now();
+            let mut tx = db.begin().await.context("starting the ranking job")?;
+            let run = crate::store::ranking::aggregate(
+                &mut tx,
+                crate::store::now(),
                 crate::store::ranking::AggregateOptions {
                     full: args.full,
                     wait_for_lock: true,
@@ -79,17 +83,36 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await
             .map_err(anyhow::Error::new)?;
+            tx.commit().await.context("committing the ranking job")?;
+            let job = started.elapsed();
+            let started = std::time::Instant::now();
+            let snapshot = cache.reload(&db).await.map_err(anyhow::Error::new)?;
+            let load = started.elapsed();
             match run {
-                crate::store::ranking::JobRun::Ran { since: Some(day) } => {
-                    println!("aggregated PAID orders from {day} on")
+                crate::store::ranking::JobRun::Ran {
+                    full: false,
+                    counted,
+                } => {
+                    println!("added {counted} newly PAID orders to the aggregates")
                 }
-                crate::store::ranking::JobRun::Ran { since: None } => {
-                    println!("aggregated all PAID orders")
+                crate::store::ranking::JobRun::Ran {
+                    full: true,
+                    counted,
+                } => {
+                    println!(
+                        "rebuilt the aggregates of the last {} days ({counted} recent orders counted one by one)",
+                        crate::store::ranking::MAX_DAYS + 1
+                    )
                 }
                 crate::store::ranking::JobRun::Skipped => {
                     println!("another instance is running the job; showing its last result")
                 }
             }
+            println!(
+                "job took {:.1} ms, snapshot load {:.1} ms",
+                job.as_secs_f64() * 1e3,
+                load.as_secs_f64() * 1e3
+            );
             println!(
                 "best-sellers over 3 days, as of {}:",
                 crate::api::format_time(snapshot.as_of)

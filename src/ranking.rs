@@ -2,15 +2,16 @@
 //! snapshot that requests read without touching the database, so the read path costs the same
 //! at 1k or 1M paid orders.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 
-use crate::db::Db;
+use crate::db::{Db, Handle};
 use crate::error::AppResult;
 use crate::store::{self, ranking};
 
-pub const MAX_DAYS: i64 = 30;
+pub const MAX_DAYS: i64 = ranking::MAX_DAYS;
 pub const MAX_LIMIT: i64 = 100;
 
 /// Rankings for every `days` in 1..=30, each up to 100 entries, as of one aggregation run.
@@ -32,41 +33,79 @@ impl Snapshot {
     }
 }
 
-/// The shared, swappable snapshot.
+/// The shared, swappable snapshot. Loads are single-flight: concurrent callers that find no
+/// snapshot (a cold start) wait for one load instead of each running its own 30 queries.
 #[derive(Clone, Default)]
-pub struct RankingCache(Arc<RwLock<Option<Arc<Snapshot>>>>);
+pub struct RankingCache(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    snapshot: RwLock<Option<Arc<Snapshot>>>,
+    /// Held while a load runs.
+    loading: tokio::sync::Mutex<()>,
+    /// Loads run since start (tests and metrics).
+    loads: AtomicU64,
+}
 
 impl RankingCache {
     pub fn get(&self) -> Option<Arc<Snapshot>> {
-        match self.0.read() {
+        match self.0.snapshot.read() {
             Ok(guard) => guard.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
 
-    fn set(&self, snapshot: Snapshot) {
-        let snapshot = Some(Arc::new(snapshot));
-        match self.0.write() {
+    /// How many times the snapshot was loaded from the database.
+    pub fn loads(&self) -> u64 {
+        self.0.loads.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, snapshot: Arc<Snapshot>) {
+        let snapshot = Some(snapshot);
+        match self.0.snapshot.write() {
             Ok(mut guard) => *guard = snapshot,
             Err(poisoned) => *poisoned.into_inner() = snapshot,
         }
     }
 
-    /// Rebuild the snapshot from the aggregates (never from orders).
+    /// The snapshot, loading it first if there is none yet (once, however many callers wait).
+    pub async fn get_or_load(&self, db: &Db) -> AppResult<Arc<Snapshot>> {
+        if let Some(snapshot) = self.get() {
+            return Ok(snapshot);
+        }
+        let _loading = self.0.loading.lock().await;
+        if let Some(snapshot) = self.get() {
+            return Ok(snapshot);
+        }
+        self.load_locked(db).await
+    }
+
+    /// Rebuild the snapshot from the aggregates (never from orders), e.g. after a job run.
     pub async fn reload(&self, db: &Db) -> AppResult<Arc<Snapshot>> {
+        let _loading = self.0.loading.lock().await;
+        self.load_locked(db).await
+    }
+
+    async fn load_locked(&self, db: &Db) -> AppResult<Arc<Snapshot>> {
         let mut conn = db.read().await?;
-        let as_of = ranking::computed_at(&mut conn)
-            .await?
-            .unwrap_or_else(store::now);
+        let snapshot = Arc::new(Snapshot::load(&mut conn).await?);
+        self.0.loads.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("ranking_snapshot_loads_total").increment(1);
+        self.set(snapshot.clone());
+        Ok(snapshot)
+    }
+}
+
+impl Snapshot {
+    /// Read the rankings for every window from the aggregates (30 small queries).
+    pub async fn load(h: &mut impl Handle) -> AppResult<Snapshot> {
+        let as_of = ranking::computed_at(h).await?.unwrap_or_else(store::now);
         let today = as_of.date_naive();
         let mut by_days = Vec::with_capacity(MAX_DAYS as usize);
         for days in 1..=MAX_DAYS {
-            by_days
-                .push(ranking::top(&mut conn, today - Duration::days(days - 1), MAX_LIMIT).await?);
+            by_days.push(ranking::top(h, today - Duration::days(days - 1), MAX_LIMIT).await?);
         }
-        self.set(Snapshot { as_of, by_days });
-        self.get()
-            .ok_or_else(|| anyhow::anyhow!("ranking snapshot vanished").into())
+        Ok(Snapshot { as_of, by_days })
     }
 }
 

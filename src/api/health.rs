@@ -28,20 +28,26 @@ async fn healthz() -> axum::Json<Health> {
     axum::Json(Health { status: "ok" })
 }
 
-/// The database is reachable.
+/// The database is reachable and best-sellers are loaded.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, body = Health), (status = 503, body = ErrorBody)))]
+// Not ready until the best-seller snapshot is loaded (at start-up, before serving), so a load
+// balancer never sends the first requests into a cold cache.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match state.db.ping().await {
-        Ok(()) => axum::Json(Health { status: "ok" }).into_response(),
-        Err(err) => {
-            tracing::warn!(error = %err, "readiness check failed");
-            let body = ErrorBody {
-                code: "NOT_READY",
-                message: "database unreachable".into(),
-                details: serde_json::json!({}),
-            };
-            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
-        }
+    let not_ready = |message: &str| {
+        let body = ErrorBody {
+            code: "NOT_READY",
+            message: message.into(),
+            details: serde_json::json!({}),
+        };
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    };
+    if let Err(err) = state.db.ping().await {
+        tracing::warn!(error = %err, "readiness check failed");
+        return not_ready("database unreachable");
     }
+    if state.ranking.get().is_none() {
+        return not_ready("best-seller snapshot not loaded yet");
+    }
+    axum::Json(Health { status: "ok" }).into_response()
 }

@@ -57,7 +57,7 @@ pub struct Popular {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct RefreshQuery {
-    /// Recompute every day, not only those that can have changed since the last run.
+    /// Rebuild the last 31 days of aggregates from the orders, not only add the payments not counted yet.
     pub full: Option<bool>,
 }
 
@@ -91,11 +91,9 @@ async fn popular(
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
     }
-    // Before the first job run of this process, build the snapshot from the aggregates once.
-    let snapshot = match state.ranking.get() {
-        Some(snapshot) => snapshot,
-        None => state.ranking.reload(&state.db).await?,
-    };
+    // Loaded at start-up (before /readyz answers 200); should that load have failed, the
+    // first requests share one load.
+    let snapshot = state.ranking.get_or_load(&state.db).await?;
     let items = snapshot
         .top(days, limit)
         .iter()

@@ -1,20 +1,42 @@
-//! Best-seller aggregates (SPEC §11): `product_sales_daily` is recomputed from PAID orders by
+//! Best-seller aggregates (SPEC §11): `product_sales_daily` is maintained from PAID orders by
 //! the aggregation job; the read path only ever reads the aggregates.
+//!
+//! The job is incremental (issue #13): each run adds the PAID orders it has not counted yet,
+//! found through the `orders_paid_at` partial index from a lower bound (`window_from`) that
+//! trails the newest payment seen by [`OVERLAP`]. A payment's `paid_at` is taken before its
+//! transaction commits, so a payment can become visible after a run that already read past its
+//! `paid_at`; re-reading the overlap window catches it, and `ranking_counted` (the orders
+//! counted in that window) makes the re-read idempotent. The cost of a run is proportional to
+//! the orders paid in the window, not to history. A PAID order never changes status, so an
+//! order counted once stays counted.
+//!
+//! `product_sales_daily` keeps [`MAX_DAYS`] + 1 days (the longest window plus one spare day);
+//! older rows are pruned by every run.
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use anyhow::Context;
+use chrono::{DateTime, Duration, NaiveDate, TimeDelta, Utc};
 
 use crate::db::{Dialect, Handle, Tx};
 use crate::error::AppResult;
-use crate::{sql_all, sql_execute, sql_scalar, sql_scalar_optional};
+use crate::{sql_all, sql_execute, sql_optional, sql_scalar, sql_scalar_optional};
 
 /// Advisory-lock namespace of the aggregation job on PostgreSQL; the second key is the schema,
 /// so shopd installations in different schemas of one database do not block each other.
 const JOB_LOCK_NAMESPACE: i32 = 0x5348_4F50;
 
+/// The longest ranking window (`days` of `GET /products/popular`).
+pub const MAX_DAYS: i64 = 30;
+
+/// How long after its `paid_at` a payment may still commit (plus clock skew between the
+/// instances that pay) and be counted. Payments commit within seconds (the committer's
+/// acquire timeout is 5 s); five minutes is a wide margin that costs only the re-read of five
+/// minutes of payments per run.
+pub const OVERLAP: TimeDelta = TimeDelta::minutes(5);
+
 /// How to run the job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AggregateOptions {
-    /// Recompute every day, not only those that can have changed since the last run.
+    /// Rebuild the aggregates from the orders (day by day), not only add new payments.
     pub full: bool,
     /// If another instance is running the job: wait for it and run after (on demand), rather
     /// than skip (the periodic job).
@@ -24,8 +46,9 @@ pub struct AggregateOptions {
 /// The outcome of one aggregation run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JobRun {
-    /// Recomputed every day from `since` (UTC date) on.
-    Ran { since: Option<NaiveDate> },
+    /// Ran: a full rebuild or an incremental run; `counted` orders were added by the
+    /// incremental step (a full rebuild counts older orders day by day, not here).
+    Ran { full: bool, counted: u64 },
     /// Another instance holds the job right now.
     Skipped,
 }
@@ -34,10 +57,26 @@ pub fn day_string(day: NaiveDate) -> String {
     day.format("%Y-%m-%d").to_string()
 }
 
-/// Recompute the aggregates for every day that can have changed since the last run (from the
-/// day before the last run; everything on the first run or when `full`). DELETE + INSERT in
-/// one transaction, so running it again never double counts, and readers see the old or the
-/// new numbers. `full` is for operators who corrected order data by hand.
+fn midnight(day: NaiveDate) -> DateTime<Utc> {
+    day.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc()
+}
+
+/// The first day kept in `product_sales_daily` when the job runs at `now`.
+pub fn first_kept_day(now: DateTime<Utc>) -> NaiveDate {
+    now.date_naive() - Duration::days(MAX_DAYS)
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct StateRow {
+    window_from: Option<DateTime<Utc>>,
+    run: i64,
+}
+crate::lite_row!(StateRow { window_from, run });
+
+/// Update the aggregates: add the PAID orders not counted yet (incremental), or rebuild them
+/// (`full`, and on the first run). One transaction, so readers see the old or the new numbers,
+/// and one job at a time (an advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite).
+/// `now` is the job's clock: it becomes `asOf` and decides which days are pruned.
 pub async fn aggregate(
     tx: &mut Tx,
     now: DateTime<Utc>,
@@ -61,45 +100,152 @@ pub async fn aggregate(
             }
         }
     }
-    let last: Option<DateTime<Utc>> =
-        sql_scalar_optional!(tx, "SELECT computed_at FROM ranking_state WHERE id = 1")?;
-    // A payment committed just before midnight may become visible just after: redo yesterday.
-    let since = last
-        .filter(|_| !options.full)
-        .map(|t| t.date_naive() - Duration::days(1));
-    let since_day = since
-        .map(day_string)
-        .unwrap_or_else(|| "0000-00-00".to_string());
-    let since_time = since
-        .and_then(|d| d.and_hms_opt(0, 0, 0))
-        .map(|t| t.and_utc())
-        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH);
+    let state =
+        sql_optional!(StateRow; tx, "SELECT window_from, run FROM ranking_state WHERE id = 1")
+            .context("reading the ranking job's state")?;
+    let run = state.as_ref().map_or(0, |s| s.run) + 1;
+    let resume_from = state.and_then(|s| s.window_from).filter(|_| !options.full);
+    let full = resume_from.is_none();
+    let from = match resume_from {
+        Some(from) => from,
+        None => rebuild_settled_days(tx, now).await?,
+    };
+    let counted = count_new_payments(tx, run, from).await?;
 
+    // Advance the window: it trails the newest payment seen (never past the job's clock, so
+    // one instance's clock running ahead cannot hide the others' payments) by OVERLAP.
+    let newest: Option<DateTime<Utc>> = sql_scalar!(
+        tx,
+        "SELECT MAX(paid_at) FROM ranking_counted WHERE run = $1",
+        run
+    )
+    .context("reading the newest counted payment")?;
+    let window_from = newest
+        .map(|t| t.min(now) - OVERLAP)
+        .map_or(from, |t| t.max(from));
     sql_execute!(
         tx,
-        "DELETE FROM product_sales_daily WHERE day >= $1",
-        &since_day
-    )?;
-    let insert = tx.dialect().pick(
+        "DELETE FROM ranking_counted WHERE paid_at < $1",
+        window_from
+    )
+    .context("pruning counted orders")?;
+    sql_execute!(
+        tx,
+        "DELETE FROM product_sales_daily WHERE day < $1",
+        day_string(first_kept_day(now))
+    )
+    .context("pruning old daily aggregates")?;
+    sql_execute!(
+        tx,
+        "INSERT INTO ranking_state (id, computed_at, window_from, run) VALUES (1, $1, $2, $3)
+         ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at,
+             window_from = excluded.window_from, run = excluded.run",
+        now,
+        window_from,
+        run
+    )
+    .context("recording the ranking job's state")?;
+    Ok(JobRun::Ran { full, counted })
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct IdRange {
+    low: Option<i64>,
+    high: Option<i64>,
+}
+crate::lite_row!(IdRange { low, high });
+
+/// Full rebuild of the days whose payments have settled (paid more than 2 × OVERLAP before
+/// `now`), one day per statement so each aggregation stays small (no spill to disk at 1M
+/// orders); returns where the incremental step takes over. Payments from that point on are
+/// counted by [`count_new_payments`], which (unlike these per-day statements, which may each
+/// see a newer snapshot under READ COMMITTED) records exactly which orders it added.
+async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
+    sql_execute!(tx, "DELETE FROM product_sales_daily").context("clearing the aggregates")?;
+    sql_execute!(tx, "DELETE FROM ranking_counted").context("clearing counted orders")?;
+    let settled = now - OVERLAP * 2;
+    if tx.dialect() == Dialect::Postgres {
+        // One day's lines are sorted and grouped in memory (tens of MB at most), not on disk;
+        // and every day gets a plan for its own bounds (a generic plan for "some day" reads
+        // far more than one day).
+        sql_execute!(tx, "SET LOCAL work_mem = '64MB'").context("sizing work_mem")?;
+        sql_execute!(tx, "SET LOCAL plan_cache_mode = force_custom_plan")
+            .context("planning per day")?;
+    }
+    let mut day = first_kept_day(now);
+    while midnight(day) < settled {
+        let start = midnight(day);
+        let end = midnight(day + Duration::days(1)).min(settled);
+        // The day's order ids bound the scan of order_lines to their primary-key range (ids
+        // grow with time, so the range is tight): without it the planner reads every line.
+        let bounds = sql_optional!(IdRange; tx,
+            // `id + 0`: from the day's index range, not by walking the primary key from one end.
+            "SELECT MIN(id + 0) AS low, MAX(id + 0) AS high FROM orders
+             WHERE status = 'PAID' AND paid_at >= $1 AND paid_at < $2",
+            start, end)
+        .with_context(|| format!("finding the orders paid on {day}"))?;
+        if let Some(IdRange {
+            low: Some(low),
+            high: Some(high),
+        }) = bounds
+        {
+            sql_execute!(
+                tx,
+                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+                 SELECT $1, l.product_id, SUM(l.quantity), SUM(l.line_total)
+                 FROM orders o JOIN order_lines l ON l.order_id = o.id
+                 WHERE o.status = 'PAID' AND o.paid_at >= $2 AND o.paid_at < $3
+                   AND l.order_id >= $4 AND l.order_id <= $5
+                 GROUP BY l.product_id",
+                day_string(day),
+                start,
+                end,
+                low,
+                high
+            )
+            .with_context(|| format!("rebuilding the aggregates of {day}"))?;
+        }
+        day += Duration::days(1);
+    }
+    Ok(settled)
+}
+
+/// Add every PAID order paid at or after `from` that is not counted yet: first record them
+/// (one statement, so one consistent set of orders), then add exactly those orders' lines.
+async fn count_new_payments(tx: &mut Tx, run: i64, from: DateTime<Utc>) -> AppResult<u64> {
+    let counted = sql_execute!(
+        tx,
+        "INSERT INTO ranking_counted (order_id, paid_at, run)
+         SELECT o.id, o.paid_at, $1 FROM orders o
+         WHERE o.status = 'PAID' AND o.paid_at >= $2
+           AND NOT EXISTS (SELECT 1 FROM ranking_counted c WHERE c.order_id = o.id)",
+        run,
+        from
+    )
+    .context("finding new payments")?;
+    if counted == 0 {
+        return Ok(0);
+    }
+    let add = tx.dialect().pick(
         "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-         SELECT substr(o.paid_at, 1, 10), l.product_id, SUM(l.quantity), SUM(l.line_total)
-         FROM orders o JOIN order_lines l ON l.order_id = o.id
-         WHERE o.status = 'PAID' AND o.paid_at >= $1
-         GROUP BY substr(o.paid_at, 1, 10), l.product_id",
+         SELECT substr(c.paid_at, 1, 10), l.product_id, SUM(l.quantity), SUM(l.line_total)
+         FROM ranking_counted c JOIN order_lines l ON l.order_id = c.order_id
+         WHERE c.run = $1
+         GROUP BY substr(c.paid_at, 1, 10), l.product_id
+         ON CONFLICT (day, product_id) DO UPDATE SET
+             quantity = product_sales_daily.quantity + excluded.quantity,
+             revenue = product_sales_daily.revenue + excluded.revenue",
         "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-         SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), l.product_id, SUM(l.quantity), SUM(l.line_total)
-         FROM orders o JOIN order_lines l ON l.order_id = o.id
-         WHERE o.status = 'PAID' AND o.paid_at >= $1
-         GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), l.product_id",
+         SELECT to_char(c.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), l.product_id, SUM(l.quantity), SUM(l.line_total)
+         FROM ranking_counted c JOIN order_lines l ON l.order_id = c.order_id
+         WHERE c.run = $1
+         GROUP BY to_char(c.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), l.product_id
+         ON CONFLICT (day, product_id) DO UPDATE SET
+             quantity = product_sales_daily.quantity + excluded.quantity,
+             revenue = product_sales_daily.revenue + excluded.revenue",
     );
-    sql_execute!(tx, insert, since_time)?;
-    sql_execute!(
-        tx,
-        "INSERT INTO ranking_state (id, computed_at) VALUES (1, $1)
-         ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at",
-        now
-    )?;
-    Ok(JobRun::Ran { since })
+    sql_execute!(tx, add, run).context("adding new payments to the aggregates")?;
+    Ok(counted)
 }
 
 /// When the aggregates were last computed.
@@ -144,4 +290,26 @@ pub async fn top(
          ORDER BY sold_quantity DESC, revenue DESC, s.product_id
          LIMIT $2",
         day_string(from_day), limit)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_longest_window_plus_one_day() {
+        let now = DateTime::parse_from_rfc3339("2030-01-02T00:00:30Z")
+            .unwrap()
+            .to_utc();
+        let first = first_kept_day(now);
+        assert_eq!(day_string(first), "2029-12-03");
+        // `days = 30` at `now` starts 29 days back: inside what is kept.
+        assert!(now.date_naive() - Duration::days(MAX_DAYS - 1) > first);
+        assert_eq!(
+            midnight(first),
+            DateTime::parse_from_rfc3339("2029-12-03T00:00:00Z")
+                .unwrap()
+                .to_utc()
+        );
+    }
 }

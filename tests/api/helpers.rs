@@ -62,6 +62,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: Db,
     pub settings: Settings,
+    /// The server's in-memory best-seller snapshot (to count its loads).
+    pub ranking: shopd::ranking::RankingCache,
     storage: Storage,
 }
 
@@ -128,23 +130,25 @@ impl TestApp {
             }
         };
         db.migrate().await.expect("migrate");
-        let app = Self::start(settings.clone(), db.clone()).await;
+        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
         Some(TestApp {
-            address: app,
+            address,
             client: reqwest::Client::new(),
             db,
             settings,
+            ranking,
             storage,
         })
     }
 
-    async fn start(settings: Settings, db: Db) -> String {
+    async fn start(settings: Settings, db: Db) -> (String, shopd::ranking::RankingCache) {
         let app = shopd::Application::build_with_db(settings, db)
             .await
             .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
+        let ranking = app.state().ranking.clone();
         tokio::spawn(app.run_until_stopped());
-        address
+        (address, ranking)
     }
 
     /// Another server instance on the same database (multi-instance races).
@@ -163,12 +167,13 @@ impl TestApp {
             }
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
-        let address = Self::start(settings.clone(), db.clone()).await;
+        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
         TestApp {
             address,
             client: reqwest::Client::new(),
             db,
             settings,
+            ranking,
             storage: Storage::Shared,
         }
     }

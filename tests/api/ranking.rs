@@ -4,12 +4,18 @@ use chrono::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
+use chrono::{DateTime, Utc};
+use shopd::store::ranking::{AggregateOptions, JobRun};
+
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code};
 use crate::on_both_backends;
 
 on_both_backends!(
     best_sellers_rank_paid_sales_by_day,
     ranking_bounds_and_idempotent_job,
+    ties_break_by_product_id,
+    as_of_and_windows_follow_the_jobs_clock,
+    cold_start_loads_the_snapshot_once,
 );
 
 /// Pay an order and move its payment `days_ago` days into the past.
@@ -183,4 +189,190 @@ async fn ranking_bounds_and_idempotent_job(backend: Backend) {
         .post("/admin/ranking/refresh", Some(&token), json!(null))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+async fn ties_break_by_product_id(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("buyer").await;
+    app.charge(id, &token, 1_000_000).await;
+    let first = app.product("First", 1_000, 1_000).await;
+    let second = app.product("Second", 1_000, 1_000).await;
+    let cheap = app.product("Cheap", 500, 1_000).await;
+    assert!(first < second);
+    // Same quantity and revenue for First and Second, listed in the order the other way round.
+    sell(&app, &token, &[(cheap, 2), (second, 2), (first, 2)], 0).await;
+    app.post(
+        "/admin/ranking/refresh?full=true",
+        Some(ADMIN_TOKEN),
+        json!(null),
+    )
+    .await;
+    let (_, body) = app.get("/products/popular?days=1&limit=10", None).await;
+    assert_eq!(
+        ranking(&body),
+        vec![(first, 2, 2_000), (second, 2, 2_000), (cheap, 2, 1_000)]
+    );
+    let ranks: Vec<_> = body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["rank"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ranks, vec![1, 2, 3]);
+}
+
+fn at(text: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+/// Set an order's status to PAID as of `paid_at` (what a payment commits, backdated).
+async fn mark_paid(app: &TestApp, order_id: i64, paid_at: DateTime<Utc>) {
+    let mut tx = app.db.begin().await.unwrap();
+    shopd::sql_execute!(
+        &mut tx,
+        "UPDATE orders SET status = 'PAID', paid_at = $1 WHERE id = $2",
+        paid_at,
+        order_id
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// An unpaid order for `items`, to be marked PAID at a chosen time.
+async fn pending(app: &TestApp, token: &str, items: &[(i64, i64)]) -> i64 {
+    let (status, order) = app.order(token, items, json!({ "pay": false })).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    order["id"].as_i64().unwrap()
+}
+
+/// Run the job as of `now` and read the snapshot it produced (in the job's transaction, so a
+/// concurrent run of the server's own job cannot interleave).
+async fn run_job(
+    app: &TestApp,
+    now: DateTime<Utc>,
+    full: bool,
+) -> (JobRun, shopd::ranking::Snapshot) {
+    let mut tx = app.db.begin().await.unwrap();
+    let run = shopd::store::ranking::aggregate(
+        &mut tx,
+        now,
+        AggregateOptions {
+            full,
+            wait_for_lock: true,
+        },
+    )
+    .await
+    .unwrap();
+    let snapshot = shopd::ranking::Snapshot::load(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+    (run, snapshot)
+}
+
+fn top(snapshot: &shopd::ranking::Snapshot, days: i64) -> Vec<(i64, i64)> {
+    snapshot
+        .top(days, 100)
+        .iter()
+        .map(|r| (r.product_id, r.sold_quantity))
+        .collect()
+}
+
+/// The job's clock is pinned (no sleeping across midnight): `asOf` is the run's time, windows
+/// count whole UTC days back from it, a payment that commits after a run that already saw
+/// newer payments is still counted once, and incremental runs agree with a full rebuild.
+async fn as_of_and_windows_follow_the_jobs_clock(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("buyer").await;
+    app.charge(id, &token, 1_000_000).await;
+    let a = app.product("A", 100, 1_000).await;
+    let b = app.product("B", 100, 1_000).await;
+    let today_a = pending(&app, &token, &[(a, 2)]).await;
+    let yesterday_b = pending(&app, &token, &[(b, 1)]).await;
+    let recent_b = pending(&app, &token, &[(b, 3)]).await;
+    let late_a = pending(&app, &token, &[(a, 5)]).await;
+    let after_midnight_a = pending(&app, &token, &[(a, 1)]).await;
+    let old_b = pending(&app, &token, &[(b, 50)]).await;
+    mark_paid(&app, today_a, at("2030-01-01T10:00:00Z")).await;
+    mark_paid(&app, yesterday_b, at("2029-12-31T12:00:00Z")).await;
+    mark_paid(&app, recent_b, at("2030-01-01T23:55:00Z")).await;
+    mark_paid(&app, old_b, at("2029-11-01T12:00:00Z")).await; // beyond the longest window
+
+    // A full rebuild one minute before midnight.
+    let t1 = at("2030-01-01T23:59:00Z");
+    let (run, snapshot) = run_job(&app, t1, true).await;
+    assert!(matches!(run, JobRun::Ran { full: true, .. }), "{run:?}");
+    assert_eq!(snapshot.as_of, t1);
+    assert_eq!(top(&snapshot, 1), vec![(b, 3), (a, 2)]);
+    assert_eq!(top(&snapshot, 2), vec![(b, 4), (a, 2)]);
+    assert_eq!(top(&snapshot, 30), vec![(b, 4), (a, 2)]);
+
+    // After midnight: a payment stamped before the newest one the last run saw, but committed
+    // only now (commit order is not paid_at order), and one stamped after midnight.
+    mark_paid(&app, late_a, at("2030-01-01T23:54:00Z")).await;
+    mark_paid(&app, after_midnight_a, at("2030-01-02T00:00:10Z")).await;
+    let t2 = at("2030-01-02T00:00:30Z");
+    let (run, snapshot) = run_job(&app, t2, false).await;
+    assert_eq!(
+        run,
+        JobRun::Ran {
+            full: false,
+            counted: 2
+        }
+    );
+    assert_eq!(snapshot.as_of, t2);
+    assert_eq!(
+        top(&snapshot, 1),
+        vec![(a, 1)],
+        "yesterday is out of days=1"
+    );
+    assert_eq!(top(&snapshot, 2), vec![(a, 8), (b, 3)]);
+    assert_eq!(top(&snapshot, 3), vec![(a, 8), (b, 4)]);
+
+    // Running again adds nothing; a full rebuild gives the same numbers.
+    let t3 = at("2030-01-02T00:01:00Z");
+    let (run, again) = run_job(&app, t3, false).await;
+    assert_eq!(
+        run,
+        JobRun::Ran {
+            full: false,
+            counted: 0
+        }
+    );
+    assert_eq!(again.as_of, t3);
+    assert_eq!(again.by_days, snapshot.by_days);
+    let (_, rebuilt) = run_job(&app, t3, true).await;
+    assert_eq!(rebuilt.by_days, snapshot.by_days);
+
+    // Days older than the longest window are pruned.
+    let mut conn = app.db.read().await.unwrap();
+    let oldest: String =
+        shopd::sql_scalar!(&mut conn, "SELECT MIN(day) FROM product_sales_daily").unwrap();
+    assert_eq!(oldest, "2029-12-31");
+}
+
+/// The snapshot is loaded before the server answers, and concurrent first readers of a cold
+/// cache share one load.
+async fn cold_start_loads_the_snapshot_once(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    assert!(app.ranking.get().is_some(), "loaded before serving");
+    let (status, _) = app.get("/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let answers =
+        futures::future::join_all((0..32).map(|_| app.get("/products/popular", None))).await;
+    assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK));
+    // The start-up load, and at most the periodic job's first run: never one per request.
+    assert!(app.ranking.loads() <= 2, "{} loads", app.ranking.loads());
+
+    let cold = shopd::ranking::RankingCache::default();
+    let snapshots = futures::future::join_all((0..32).map(|_| cold.get_or_load(&app.db))).await;
+    let first = snapshots[0].as_ref().unwrap().clone();
+    for snapshot in &snapshots {
+        assert!(std::sync::Arc::ptr_eq(snapshot.as_ref().unwrap(), &first));
+    }
+    assert_eq!(cold.loads(), 1, "32 concurrent cold readers, one load");
 }
