@@ -187,6 +187,8 @@ impl TestApp {
             db,
             settings,
             storage: Storage::Shared,
+            // Not this process's server: its snapshot lives in the child.
+            ranking: shopd::ranking::RankingCache::default(),
         }
     }
 
