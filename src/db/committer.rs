@@ -100,7 +100,7 @@ impl Default for CommitOptions {
             batch_max: 256,
             wait: Duration::ZERO,
             queue_capacity: 16_384,
-            pg_committers: 1,
+            pg_committers: 2,
         }
     }
 }
