@@ -255,16 +255,7 @@ async fn a_full_queue_answers_503_at_once(backend: Backend) {
         started.elapsed() < Duration::from_millis(500),
         "answered at once"
     );
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    assert_retryable_503(response).await;
     assert!(busy.await.expect("join").is_ok());
     for q in queued {
         assert!(q.await.expect("join").is_ok(), "queued commands still run");
@@ -333,16 +324,7 @@ async fn an_exhausted_pool_answers_503_with_retry_after(backend: Backend) {
         .send()
         .await
         .expect("send");
-    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        response
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body: serde_json::Value = response.json().await.expect("json");
-    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+    assert_retryable_503(response).await;
     drop(held);
     let (status, _) = app.get(&format!("/products/{product}"), None).await;
     assert_eq!(
@@ -370,4 +352,18 @@ async fn a_background_job_error_keeps_its_root_cause(backend: Backend) {
         logged.contains("expiry") && logged.contains("closed"),
         "the logged chain names the job and the database's own cause: {logged}"
     );
+}
+
+/// A `503 SERVICE_UNAVAILABLE` that tells the client to retry (`Retry-After: 1`).
+async fn assert_retryable_503(response: reqwest::Response) {
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = response.json().await.expect("json");
+    assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
 }
