@@ -26,25 +26,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::api;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::domain::money::BalanceLimits;
 use crate::error::AppError;
+use crate::state::AppState;
 use crate::workers;
-
-/// Everything a handler needs. Cheap to clone.
-#[derive(Clone)]
-pub struct AppState {
-    pub db: Db,
-    pub settings: Arc<Settings>,
-    pub limits: BalanceLimits,
-    /// SHA-256 hashes of the accepted admin tokens.
-    pub admin_token_hashes: Arc<[String]>,
-    /// Wakes the outbox relay after a commit that wrote events.
-    pub outbox_wakeup: crate::relay::Wakeup,
-    /// The in-memory best-seller snapshot.
-    pub ranking: crate::ranking::RankingCache,
-    /// Member tokens recently seen (one second).
-    pub member_tokens: crate::auth::MemberTokenCache,
-}
 
 pub struct Application {
     listener: TcpListener,
@@ -79,9 +63,9 @@ impl Application {
             limits: settings.balance_limits(),
             settings: Arc::new(settings),
             admin_token_hashes: admin_token_hashes.into(),
-            outbox_wakeup: crate::relay::Wakeup::default(),
+            outbox_wakeup: crate::state::Wakeup::default(),
             ranking: crate::ranking::RankingCache::default(),
-            member_tokens: crate::auth::MemberTokenCache::default(),
+            member_tokens: crate::state::MemberTokenCache::default(),
         };
         // Best-sellers are served from memory: load them before serving (and so before /readyz
         // answers 200). If this fails, /readyz says 503 until the job's first run loads them.

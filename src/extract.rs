@@ -12,8 +12,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::app::AppState;
 use crate::error::AppError;
+use crate::state::AppState;
 
 /// A JSON body parsed into `T`, plus a fingerprint of the request for idempotency checks.
 pub struct JsonBody<T> {

@@ -18,10 +18,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{Locks, Savepoint, Tx};
 use crate::error::{AppError, AppResult};
+use crate::state::AppState;
 use crate::store::{self, idempotency as keys};
 
 /// Header set on replayed responses.

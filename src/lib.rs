@@ -23,7 +23,9 @@ pub mod ranking;
 pub mod relay;
 pub mod seed;
 pub mod signature;
+pub mod state;
 pub mod store;
 pub mod workers;
 
-pub use app::{AppState, Application};
+pub use app::Application;
+pub use state::AppState;

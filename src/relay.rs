@@ -6,38 +6,22 @@
 //! [`crate::store::outbox::claim_due`]): an event is in flight in one relay at a time, and
 //! delivery is at-least-once — receivers dedupe on `shopd-event-id`.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
 use futures::future::join_all;
 use rand::Rng;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::app::AppState;
 use crate::db::{Locks, Tx};
 use crate::domain::backoff::retry_delay;
 use crate::error::AppError;
 use crate::signature;
+use crate::state::AppState;
 use crate::store::{self, outbox};
 
 const BATCH: i64 = 64;
-
-/// Wakes the relay after a commit that wrote outbox events.
-#[derive(Clone, Default)]
-pub struct Wakeup(Arc<Notify>);
-
-impl Wakeup {
-    pub fn notify(&self) {
-        self.0.notify_one();
-    }
-
-    async fn notified(&self) {
-        self.0.notified().await
-    }
-}
 
 /// What is recorded of one attempt.
 enum Outcome {

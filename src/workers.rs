@@ -8,8 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 
-use crate::app::AppState;
 use crate::db::{Locks, Tx};
+use crate::state::AppState;
 use crate::store;
 
 /// How long idempotency keys are kept (SPEC §7: at least 24 hours).

@@ -11,7 +11,6 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::api::coupons::Campaign;
 use crate::api::products::{Product, ProductPage};
 use crate::api::users::{TokenIssued, reissue_token};
-use crate::app::AppState;
 use crate::auth::Admin;
 use crate::db::{Locks, Tx};
 use crate::domain::coupon::MAX_TOTAL_QUANTITY;
@@ -21,6 +20,7 @@ use crate::domain::product::ProductStatus;
 use crate::domain::text::{no_control_chars, required_text};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{JsonBody, ValidPath, ValidQuery};
+use crate::state::AppState;
 use crate::store::admin::{self as store_admin, CampaignPatch, OrderFilter};
 use crate::store::{self, orders::OrderRow};
 

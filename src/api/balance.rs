@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{Locks, Tx};
 use crate::domain::money::{ChargeAmount, LedgerKind};
@@ -16,6 +15,7 @@ use crate::domain::pagination::{Page, PageQuery};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{IdempotencyKey, JsonBody, ValidPath, ValidQuery};
 use crate::idempotency::{self, Reply};
+use crate::state::AppState;
 use crate::store::{self, balance};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -7,13 +7,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{Locks, Tx};
 use crate::domain::order::MAX_QUANTITY;
 use crate::domain::product::ProductStatus;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{JsonBody, ValidPath};
+use crate::state::AppState;
 use crate::store::{self, cart, products};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -8,13 +8,13 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::{Admin, Principal};
 use crate::db::{Locks, Tx};
 use crate::domain::coupon::{CampaignInput, Discount, DiscountType, NewCampaign, UserCouponStatus};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{BodylessFingerprint, IdempotencyKey, JsonBody, ValidPath, ValidQuery};
 use crate::idempotency::{self, Reply};
+use crate::state::AppState;
 use crate::store::{self, coupons};
 
 pub fn router() -> OpenApiRouter<AppState> {

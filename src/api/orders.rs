@@ -12,7 +12,6 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::Principal;
 use crate::db::{Locks, Tx};
 use crate::domain::order::{OrderLines, OrderStatus};
@@ -20,6 +19,7 @@ use crate::domain::pagination::{Page, PageQuery};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{BodylessFingerprint, IdempotencyKey, JsonBody, ValidPath, ValidQuery};
 use crate::idempotency::{self, Reply};
+use crate::state::AppState;
 use crate::store;
 use crate::store::orders::{
     self as store_orders, Actor, CouponRef, OrderDetails, OrderSource, PayOutcome, Payment,

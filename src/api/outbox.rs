@@ -7,12 +7,12 @@ use serde_json::{Value, json};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::Admin;
 use crate::db::{Locks, Tx};
 use crate::domain::pagination::{page_limit, uuid_cursor};
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{ValidPath, ValidQuery};
+use crate::state::AppState;
 use crate::store::{self, outbox};
 
 pub fn router() -> OpenApiRouter<AppState> {

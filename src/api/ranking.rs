@@ -6,12 +6,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::Admin;
 use crate::domain::product::ProductStatus;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::ValidQuery;
 use crate::ranking::{self, MAX_DAYS, MAX_LIMIT};
+use crate::state::AppState;
 use crate::store::ranking::{AggregateOptions, JobRun};
 
 pub fn router() -> OpenApiRouter<AppState> {

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::app::AppState;
 use crate::auth::{Principal, generate_token, hash_token};
 use crate::db::{Locks, Tx};
 use crate::domain::text::required_text;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::{JsonBody, ValidPath};
+use crate::state::AppState;
 use crate::store::{self, users};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -123,7 +123,7 @@ pub struct TokenIssued {
 
 /// Give a member a new token and forget the old one. This instance's token cache is cleared at
 /// once; the rotation bumps the token epoch, which other instances re-read at most every
-/// [`crate::auth::MemberTokenCache::RECHECK`] (1 s), so the old token is refused everywhere
+/// [`crate::state::MemberTokenCache::RECHECK`] (1 s), so the old token is refused everywhere
 /// within a second (README, "Tokens").
 pub async fn reissue_token(state: &AppState, user_id: i64) -> AppResult<TokenIssued> {
     let token = generate_token("shp_");

@@ -528,7 +528,7 @@ async fn admin_coupons_list_patch_and_close(backend: Backend) {
     assert!(page["items"][1].get("closedAt").is_none());
 }
 
-/// The other instance caches a member token for at most `MemberTokenCache::TTL` (1 s): the
+/// The other instance re-reads the token epoch at most every `MemberTokenCache::RECHECK` (1 s): the
 /// old token is refused at once where it was rotated and within that bound everywhere.
 async fn member_rotates_token_old_one_refused_by_both_instances(backend: Backend) {
     let Some(a) = TestApp::spawn(backend).await else {

@@ -39,7 +39,7 @@ async fn a_revoked_token_stops_on_every_instance_within_a_second(backend: Backen
         })
         .await
         .expect("revoke");
-    tokio::time::sleep(shopd::auth::MemberTokenCache::RECHECK + Duration::from_millis(100)).await;
+    tokio::time::sleep(shopd::state::MemberTokenCache::RECHECK + Duration::from_millis(100)).await;
     for instance in [&app, &other] {
         let (status, body) = instance.get(&balance, Some(&token)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
