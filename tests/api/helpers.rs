@@ -1,9 +1,10 @@
 //! Test harness: spawn the real application on port 0 against a fresh database.
 //!
 //! SQLite: a new file in a temp dir. PostgreSQL: a new schema on the server named by
-//! `SHOPD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). If that
-//! variable is set (CI sets it) an unreachable server fails the test; if it is not set, the
-//! PostgreSQL suite is skipped with a clear message.
+//! `SHOPD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). An
+//! unreachable server FAILS every PostgreSQL test, with a message saying how to run or skip them,
+//! unless `SHOPD_TEST_SKIP_POSTGRES=1` is set (and `SHOPD_TEST_POSTGRES_URL` is not): only that
+//! explicit opt-out skips them, and the skip is written to the uncaptured stderr.
 
 use std::str::FromStr;
 use std::sync::OnceLock;
@@ -74,13 +75,39 @@ fn postgres_url() -> (String, bool) {
     }
 }
 
+/// The explicit opt-out: `SHOPD_TEST_SKIP_POSTGRES=1` (ignored when a URL is set, as in CI).
+fn skip_postgres_allowed() -> bool {
+    matches!(std::env::var("SHOPD_TEST_SKIP_POSTGRES").as_deref(), Ok("1"))
+}
+
+/// PostgreSQL is unreachable: fail, unless PostgreSQL is optional and explicitly skipped.
+fn postgres_unreachable(base_url: &str, required: bool, err: &dyn std::fmt::Display) {
+    if required {
+        panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable at {base_url}: {err}");
+    }
+    if !skip_postgres_allowed() {
+        panic!(
+            "PostgreSQL unreachable at {base_url}: {err}\n\
+             Every test runs on PostgreSQL too. Start PostgreSQL (or point \
+             SHOPD_TEST_POSTGRES_URL at one) to run this test, or set SHOPD_TEST_SKIP_POSTGRES=1 \
+             to skip the PostgreSQL variants explicitly."
+        );
+    }
+    announce_skip(&format!("cannot reach {base_url}: {err}"));
+}
+
+/// Count the skipped tests and say so on the real stderr (libtest captures `eprintln!`, not
+/// direct writes to the stderr handle), so a skip cannot go unnoticed.
 fn announce_skip(reason: &str) {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        eprintln!(
-            "\n*** PostgreSQL suite SKIPPED: {reason}.\n*** Set SHOPD_TEST_POSTGRES_URL to run it (CI does, and fails without it).\n"
-        )
-    });
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+    let n = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "*** PostgreSQL test SKIPPED (#{n} so far; SHOPD_TEST_SKIP_POSTGRES=1): {reason}"
+    );
 }
 
 impl TestApp {
@@ -112,13 +139,10 @@ impl TestApp {
                 let schema = format!("shopd_test_{}", uuid::Uuid::new_v4().simple());
                 let admin = match sqlx::PgPool::connect(&base_url).await {
                     Ok(pool) => pool,
-                    Err(err) if !required => {
-                        announce_skip(&format!("cannot reach {base_url}: {err}"));
+                    Err(err) => {
+                        postgres_unreachable(&base_url, required, &err);
                         return None;
                     }
-                    Err(err) => panic!(
-                        "PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}"
-                    ),
                 };
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(&admin)
@@ -192,17 +216,15 @@ impl TestApp {
         }
     }
 
-    /// The PostgreSQL server the suite uses, or `None` (announced) when it is optional and absent.
+    /// The PostgreSQL server the suite uses, or `None` (announced) when it is unreachable and
+    /// explicitly skipped (`SHOPD_TEST_SKIP_POSTGRES=1`); otherwise unreachable fails.
     pub async fn postgres_admin() -> Option<(sqlx::PgPool, String)> {
         let (base_url, required) = postgres_url();
         match sqlx::PgPool::connect(&base_url).await {
             Ok(pool) => Some((pool, base_url)),
-            Err(err) if !required => {
-                announce_skip(&format!("cannot reach {base_url}: {err}"));
-                None
-            }
             Err(err) => {
-                panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}")
+                postgres_unreachable(&base_url, required, &err);
+                None
             }
         }
     }
