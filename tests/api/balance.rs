@@ -263,12 +263,58 @@ async fn idempotent_charge_replays_the_first_answer(backend: Backend) {
     let rejected = app
         .post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
         .await;
-    assert_eq!(code(&rejected.1), "BALANCE_LIMIT_EXCEEDED");
     assert_eq!(
-        app.post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
-            .await,
-        rejected
+        (rejected.0, code(&rejected.1)),
+        (StatusCode::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED")
     );
+    // Make room under the maximum (pay an order), so the same charge would now succeed if it
+    // ran again: the repeat must replay the rejection instead.
+    let before = app.balance_of(id).await;
+    let product = app.product("Lamp", 10_000, 1).await;
+    let (status, order) = app.order(&token, &[(product, 1)], json!({})).await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (StatusCode::CREATED, Some("PAID")),
+        "{order}"
+    );
+    let after_payment = app.balance_of(id).await;
+    assert_eq!(after_payment, before - 10_000);
+    assert!(after_payment + 999_999 <= app.settings.max_balance);
+    let ledger_rows = || async {
+        let mut conn = app.db.read().await.unwrap();
+        let rows: i64 = shopd::sql_scalar!(
+            &mut conn,
+            "SELECT COUNT(*) FROM balance_ledger WHERE user_id = $1",
+            id
+        )
+        .unwrap();
+        rows
+    };
+    let rows_before = ledger_rows().await;
+    let response = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&token)
+        .header("idempotency-key", "late")
+        .json(&json!({ "amount": 999_999 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true"),
+        "the repeat is a replay"
+    );
+    assert_eq!(response.status(), rejected.0);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        rejected.1
+    );
+    assert_eq!(app.balance_of(id).await, after_payment, "nothing charged");
+    assert_eq!(ledger_rows().await, rows_before, "nothing ran twice");
 
     // Validation of the header itself.
     let (status, err) = app
