@@ -86,12 +86,18 @@ async fn order_is_paid_at_order_time_price(backend: Backend) {
     assert!(event["order"]["paidAt"].is_string() && event["occurredAt"].is_string());
 
     // A later price change does not touch the order.
-    app.patch(
-        &format!("/admin/products/{mug}"),
-        Some(ADMIN_TOKEN),
-        json!({ "price": 99_000, "name": "Gold mug" }),
-    )
-    .await;
+    let (status, changed) = app
+        .patch(
+            &format!("/admin/products/{mug}"),
+            Some(ADMIN_TOKEN),
+            json!({ "price": 99_000, "name": "Gold mug" }),
+        )
+        .await;
+    assert_eq!(
+        (status, changed["price"].as_i64(), changed["name"].as_str()),
+        (StatusCode::OK, Some(99_000), Some("Gold mug")),
+        "the price change took effect: {changed}"
+    );
     let (_, again) = app.get(&format!("/orders/{order_id}"), Some(&token)).await;
     assert_eq!(
         (
@@ -322,7 +328,8 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
 
     let (status, err) = app
         .order(&token, &[(product, 1)], json!({ "couponId": coupon }))
@@ -348,18 +355,31 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
     assert_eq!(app.balance_of(id).await, 5_000, "nothing debited");
 
     // Meanwhile the price rises and the rest of the stock sells out.
-    app.patch(
-        &format!("/admin/products/{product}"),
-        Some(ADMIN_TOKEN),
-        json!({ "price": 20_000 }),
-    )
-    .await;
-    app.post(
-        &format!("/admin/products/{product}/stock"),
-        Some(ADMIN_TOKEN),
-        json!({ "delta": -2 }),
-    )
-    .await;
+    let (status, risen) = app
+        .patch(
+            &format!("/admin/products/{product}"),
+            Some(ADMIN_TOKEN),
+            json!({ "price": 20_000 }),
+        )
+        .await;
+    assert_eq!(
+        (status, risen["price"].as_i64()),
+        (StatusCode::OK, Some(20_000)),
+        "{risen}"
+    );
+    let (status, sold_out) = app
+        .post(
+            &format!("/admin/products/{product}/stock"),
+            Some(ADMIN_TOKEN),
+            json!({ "delta": -2 }),
+        )
+        .await;
+    assert_eq!(
+        (status, sold_out["stock"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{sold_out}"
+    );
+    assert_eq!(app.stock_of(product).await, 0);
     let (status, err) = app
         .post(
             &format!("/orders/{order_id}/pay"),
@@ -367,9 +387,18 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
             json!(null),
         )
         .await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
+        "{err}"
+    );
 
-    app.charge(id, &token, 10_000).await;
+    let (status, charged) = app.charge(id, &token, 10_000).await;
+    assert_eq!(
+        (status, charged["balance"].as_i64()),
+        (StatusCode::OK, Some(15_000)),
+        "{charged}"
+    );
     let (status, paid) = app
         .post(
             &format!("/orders/{order_id}/pay"),
