@@ -199,9 +199,13 @@ async fn ledger_pages_newest_first(backend: Backend) {
             )
             .await;
         assert_eq!(
-            (status, code(&err)),
-            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-            "{bad}"
+            (status, code(&err), err["details"]["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                bad.split('=').next()
+            ),
+            "{bad} -> {err}"
         );
     }
 }

@@ -191,8 +191,9 @@ async fn issue_and_list_member_coupons(backend: Backend) {
         .get(&format!("/users/{id}/coupons?status=LOST"), Some(&token))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
     let (status, _) = app
         .get(&format!("/users/{other}/coupons"), Some(&token))

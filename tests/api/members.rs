@@ -124,8 +124,9 @@ async fn members_only_see_themselves(backend: Backend) {
     );
     let (status, err) = app.get("/users/abc", Some(ADMIN_TOKEN)).await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("userId")),
+        "{err}"
     );
 
     // Admin endpoints refuse member tokens.

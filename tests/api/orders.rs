@@ -485,12 +485,37 @@ async fn cart_shows_orderability_and_cart_orders_remove_only_their_lines(backend
     )
     .await;
 
-    for (status, err) in [put(a, 0).await, put(999, 1).await] {
-        assert!(
-            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
-            "{status} {err}"
-        );
-    }
+    let (status, err) = put(a, 0).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("quantity")),
+        "{err}"
+    );
+    let (status, err) = put(999, 1).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["id"].as_i64()),
+        (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", Some(999)),
+        "{err}"
+    );
+    // A DISCONTINUED product cannot go into a cart: it is not found for members.
+    let gone = app.product("Gone", 1_000, 10).await;
+    let (status, discontinued) = app
+        .patch(
+            &format!("/admin/products/{gone}"),
+            Some(ADMIN_TOKEN),
+            json!({ "status": "DISCONTINUED" }),
+        )
+        .await;
+    assert_eq!(
+        (status, discontinued["status"].as_str()),
+        (StatusCode::OK, Some("DISCONTINUED"))
+    );
+    let (status, err) = put(gone, 1).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["id"].as_i64()),
+        (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", Some(gone)),
+        "{err}"
+    );
     // Order A and C from the cart: B stays.
     let (status, order) = app
         .post(
@@ -900,7 +925,8 @@ async fn orders_are_listed_with_history(backend: Backend) {
         .get(&format!("/users/{id}/orders?status=LOST"), Some(&token))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
 }

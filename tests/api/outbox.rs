@@ -242,8 +242,9 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
         .get("/admin/outbox?status=LOST", Some(ADMIN_TOKEN))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
     let (_, member) = app.post("/users", None, json!({ "name": "m" })).await;
     let (status, _) = app.get("/admin/outbox", member["token"].as_str()).await;

@@ -156,9 +156,13 @@ async fn ranking_bounds_and_idempotent_job(backend: Backend) {
     for query in ["days=0", "days=31", "limit=0", "limit=101", "days=x"] {
         let (status, err) = app.get(&format!("/products/popular?{query}"), None).await;
         assert_eq!(
-            (status, code(&err)),
-            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-            "{query}"
+            (status, code(&err), err["details"]["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                query.split('=').next()
+            ),
+            "{query} -> {err}"
         );
     }
     let (id, token) = app.member("buyer").await;
