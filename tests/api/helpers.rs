@@ -65,6 +65,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// The server's in-memory best-seller snapshot (to count its loads).
     pub ranking: shopd::ranking::RankingCache,
+    /// The server's state, to run its background jobs directly (`None` for an external server).
+    pub state: Option<shopd::AppState>,
     storage: Storage,
 }
 
@@ -154,25 +156,31 @@ impl TestApp {
             }
         };
         db.migrate().await.expect("migrate");
-        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state) = Self::start(settings.clone(), db.clone()).await;
         Some(TestApp {
             address,
             client: reqwest::Client::new(),
             db,
             settings,
-            ranking,
+            ranking: state.ranking.clone(),
+            state: Some(state),
             storage,
         })
     }
 
-    async fn start(settings: Settings, db: Db) -> (String, shopd::ranking::RankingCache) {
+    async fn start(settings: Settings, db: Db) -> (String, shopd::AppState) {
         let app = shopd::Application::build_with_db(settings, db)
             .await
             .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
-        let ranking = app.state().ranking.clone();
+        let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
-        (address, ranking)
+        (address, state)
+    }
+
+    /// This server's state (for running its sweeper or relay directly).
+    pub fn state(&self) -> &shopd::AppState {
+        self.state.as_ref().expect("a server this harness started")
     }
 
     /// Another server instance on the same database (multi-instance races).
@@ -191,13 +199,14 @@ impl TestApp {
             }
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
-        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state) = Self::start(settings.clone(), db.clone()).await;
         TestApp {
             address,
             client: reqwest::Client::new(),
             db,
             settings,
-            ranking,
+            ranking: state.ranking.clone(),
+            state: Some(state),
             storage: Storage::Shared,
         }
     }
@@ -211,8 +220,9 @@ impl TestApp {
             db,
             settings,
             storage: Storage::Shared,
-            // Not this process's server: its snapshot lives in the child.
+            // Not this process's server: its snapshot and state live in the child.
             ranking: shopd::ranking::RankingCache::default(),
+            state: None,
         }
     }
 

@@ -17,6 +17,7 @@ on_both_backends!(
     cart_shows_orderability_and_cart_orders_remove_only_their_lines,
     cancel_restores_stock_and_coupon_once,
     expired_orders_restore_stock_and_coupon,
+    paying_after_the_reservation_expired_is_refused_without_the_sweeper,
     members_never_see_each_others_orders,
     order_requests_are_validated,
     orders_are_listed_with_history,
@@ -684,13 +685,52 @@ async fn cancel_restores_stock_and_coupon_once(backend: Backend) {
     assert_invariants(&app).await;
 }
 
+/// Settings for expiry tests: a short reservation, and the background sweeper effectively off
+/// (its first tick runs at start-up, before any order), so tests run the sweep themselves.
+fn short_reservation_no_sweeper(s: &mut shopd::config::Settings) {
+    s.reservation_ttl = std::time::Duration::from_millis(300);
+    s.sweep_interval = std::time::Duration::from_secs(3_600);
+}
+
+/// An unpaid order of 2 `product` with `coupon`, returned once its reservation has passed.
+async fn unpaid_order_until_overdue(
+    app: &TestApp,
+    token: &str,
+    product: i64,
+    coupon: i64,
+) -> i64 {
+    let (status, order) = app
+        .order(
+            token,
+            &[(product, 2)],
+            json!({ "couponId": coupon, "pay": false }),
+        )
+        .await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (StatusCode::CREATED, Some("PENDING")),
+        "{order}"
+    );
+    // expiresAt = createdAt + TTL.
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(order[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let (created, expires) = (at("createdAt"), at("expiresAt"));
+    assert_eq!(
+        expires - created,
+        chrono::Duration::from_std(app.settings.reservation_ttl).unwrap(),
+        "{order}"
+    );
+    // Wait out the reservation against the clock (not against a background timer).
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    order["id"].as_i64().unwrap()
+}
+
 async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, |s| {
-        s.reservation_ttl = std::time::Duration::from_secs(1);
-        s.sweep_interval = std::time::Duration::from_millis(200);
-    })
-    .await
-    else {
+    let Some(app) = TestApp::spawn_with(backend, short_reservation_no_sweeper).await else {
         return;
     };
     let (id, token) = member_with_balance(&app, "kim", 100_000).await;
@@ -698,26 +738,27 @@ async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
-    let (_, swept) = app
-        .order(
-            &token,
-            &[(product, 2)],
-            json!({ "couponId": coupon, "pay": false }),
-        )
-        .await;
-    let swept_id = swept["id"].as_i64().unwrap();
-    // The background sweeper expires it.
-    let mut status = String::new();
-    for _ in 0..50 {
-        let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
-        status = order["status"].as_str().unwrap().to_string();
-        if status == "EXPIRED" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "EXPIRED");
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let swept_id = unpaid_order_until_overdue(&app, &token, product, coupon).await;
+    let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "PENDING", "overdue, not yet swept");
+    assert_eq!(app.stock_of(product).await, 3, "stock still held");
+
+    // The sweeper, run directly: it expires exactly this order, once.
+    let expired = shopd::workers::expire_overdue_orders(app.state())
+        .await
+        .expect("sweep");
+    assert_eq!(expired, 1);
+    assert_eq!(
+        shopd::workers::expire_overdue_orders(app.state())
+            .await
+            .expect("sweep again"),
+        0,
+        "an order expires at most once"
+    );
+    let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "EXPIRED", "{order}");
     assert_eq!(app.stock_of(product).await, 5);
     let (_, available) = app.get(&format!("/users/{id}/coupons"), Some(&token)).await;
     assert_eq!(
@@ -737,6 +778,59 @@ async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
         (StatusCode::CONFLICT, "ORDER_NOT_PAYABLE")
     );
     assert_eq!(err["details"]["status"], "EXPIRED");
+    assert_eq!(app.balance_of(id).await, 100_000);
+    assert_invariants(&app).await;
+}
+
+async fn paying_after_the_reservation_expired_is_refused_without_the_sweeper(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, short_reservation_no_sweeper).await else {
+        return;
+    };
+    let (id, token) = member_with_balance(&app, "kim", 100_000).await;
+    let product = app.product("Kettle", 10_000, 5).await;
+    let coupon = app
+        .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
+        .await;
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let order_id = unpaid_order_until_overdue(&app, &token, product, coupon).await;
+    assert_eq!(app.stock_of(product).await, 3, "not swept: stock still held");
+
+    let (status, err) = app
+        .post(
+            &format!("/orders/{order_id}/pay"),
+            Some(&token),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err), err["details"]["status"].as_str()),
+        (StatusCode::CONFLICT, "ORDER_NOT_PAYABLE", Some("EXPIRED")),
+        "{err}"
+    );
+    // The refusal expired the order for real: stock and coupon back, nothing charged.
+    let (_, order) = app.get(&format!("/orders/{order_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "EXPIRED", "{order}");
+    assert_eq!(app.stock_of(product).await, 5);
+    let (_, available) = app.get(&format!("/users/{id}/coupons"), Some(&token)).await;
+    assert_eq!(available["items"].as_array().unwrap().len(), 1, "coupon back");
+    assert_eq!(app.balance_of(id).await, 100_000, "nothing debited");
+    let mut conn = app.db.read().await.unwrap();
+    let payments: i64 = shopd::sql_scalar!(
+        &mut conn,
+        "SELECT COUNT(*) FROM payments WHERE order_id = $1",
+        order_id
+    )
+    .unwrap();
+    assert_eq!(payments, 0, "no payment row");
+    drop(conn);
+    assert_eq!(
+        shopd::workers::expire_overdue_orders(app.state())
+            .await
+            .expect("sweep"),
+        0,
+        "already expired: the sweeper has nothing left to do"
+    );
     assert_invariants(&app).await;
 }
 
