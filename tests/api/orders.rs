@@ -130,12 +130,17 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
     let plenty = app.product("Plenty", 1_000, 10).await;
     let scarce = app.product("Scarce", 1_000, 2).await;
     let paused = app.product("Paused", 1_000, 10).await;
-    app.patch(
-        &format!("/admin/products/{paused}"),
-        Some(ADMIN_TOKEN),
-        json!({ "status": "SUSPENDED" }),
-    )
-    .await;
+    let gone = app.product("Gone", 1_000, 10).await;
+    for (product, status) in [(paused, "SUSPENDED"), (gone, "DISCONTINUED")] {
+        let (code_, body) = app
+            .patch(
+                &format!("/admin/products/{product}"),
+                Some(ADMIN_TOKEN),
+                json!({ "status": status }),
+            )
+            .await;
+        assert_eq!((code_, body["status"].as_str()), (StatusCode::OK, Some(status)));
+    }
 
     let (status, err) = app
         .order(&token, &[(plenty, 1), (paused, 1)], json!({}))
@@ -145,7 +150,23 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
         (StatusCode::CONFLICT, "PRODUCT_NOT_ON_SALE"),
         "{err}"
     );
-    assert_eq!(err["details"]["products"][0]["productId"], paused);
+    assert_eq!(
+        err["details"]["products"],
+        json!([{ "productId": paused, "status": "SUSPENDED" }])
+    );
+    // A DISCONTINUED product cannot be ordered either.
+    let (status, err) = app
+        .order(&token, &[(plenty, 1), (gone, 1)], json!({}))
+        .await;
+    assert_eq!(
+        (status, code(&err), err["details"]["products"].clone()),
+        (
+            StatusCode::CONFLICT,
+            "PRODUCT_NOT_ON_SALE",
+            json!([{ "productId": gone, "status": "DISCONTINUED" }])
+        ),
+        "{err}"
+    );
 
     let (status, err) = app
         .order(&token, &[(plenty, 1), (scarce, 3)], json!({}))
@@ -174,9 +195,10 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
         (
             app.stock_of(plenty).await,
             app.stock_of(scarce).await,
-            app.stock_of(paused).await
+            app.stock_of(paused).await,
+            app.stock_of(gone).await
         ),
-        (10, 2, 10)
+        (10, 2, 10, 10)
     );
     let (_, orders) = app
         .get("/users/1/orders?status=PENDING", Some(ADMIN_TOKEN))
@@ -607,7 +629,7 @@ async fn cancel_restores_stock_and_coupon_once(backend: Backend) {
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
+    assert_eq!(app.issue(coupon, &token).await.0, StatusCode::CREATED);
     let (status, order) = app
         .order(
             &token,
@@ -667,21 +689,43 @@ async fn cancel_restores_stock_and_coupon_once(backend: Backend) {
     );
     assert_eq!(app.stock_of(product).await, 5, "restored exactly once");
     // The coupon works again.
-    let (status, _) = app
+    let (status, paid) = app
         .order(&token, &[(product, 1)], json!({ "couponId": coupon }))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (status, paid["status"].as_str()),
+        (StatusCode::CREATED, Some("PAID")),
+        "{paid}"
+    );
+    // PAID is final: cancelling it is refused, and changes nothing.
+    let paid_id = paid["id"].as_i64().unwrap();
+    let balance = app.balance_of(id).await;
     let (status, err) = app
         .post(
-            &format!("/orders/{order_id}/cancel"),
+            &format!("/orders/{paid_id}/cancel"),
             Some(&token),
             json!(null),
         )
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::CONFLICT, "ORDER_NOT_CANCELLABLE")
+        (
+            status,
+            code(&err),
+            err["details"]["orderId"].as_i64(),
+            err["details"]["status"].as_str()
+        ),
+        (
+            StatusCode::CONFLICT,
+            "ORDER_NOT_CANCELLABLE",
+            Some(paid_id),
+            Some("PAID")
+        ),
+        "{err}"
     );
+    let (_, still) = app.get(&format!("/orders/{paid_id}"), Some(&token)).await;
+    assert_eq!(still["status"], "PAID");
+    assert_eq!(app.stock_of(product).await, 4);
+    assert_eq!(app.balance_of(id).await, balance, "no refund");
     assert_invariants(&app).await;
 }
 
