@@ -22,6 +22,7 @@ on_both_backends!(
     a_dead_platform_leads_to_dead_events_that_can_be_replayed,
     events_committed_before_a_crash_are_delivered_after_restart,
     two_instances_deliver_every_event,
+    any_2xx_is_delivered_and_requests_name_the_event,
 );
 
 const SECRET: &str = "whsec_test";
@@ -387,4 +388,71 @@ async fn two_instances_deliver_every_event(backend: Backend) {
         "one request per event: {stats:?}"
     );
     assert_invariants(&first).await;
+}
+
+async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
+    // A receiver that answers 202 Accepted and records the headers of each request.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    let seen: Seen = Default::default();
+    async fn receive(
+        axum::extract::State(seen): axum::extract::State<Seen>,
+        headers: axum::http::HeaderMap,
+        body: String,
+    ) -> axum::http::StatusCode {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("<missing>")
+                .to_string()
+        };
+        seen.lock()
+            .unwrap()
+            .push((header("shopd-event-id"), header("shopd-event-type"), body));
+        axum::http::StatusCode::ACCEPTED
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/events", axum::routing::post(receive))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        // A 202 taken for a failure would be retried after 10 ms, and seen again.
+        s.outbox_backoff_base = Duration::from_millis(10);
+        s.outbox_backoff_max = Duration::from_millis(10);
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 3).await;
+    assert!(
+        eventually(10, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 3
+        })
+        .await,
+        "202 counts as delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "one request per event, no retry of a 202: {seen:?}");
+    let mut delivered = event_ids_by_status(&app, "DELIVERED").await;
+    delivered.sort();
+    let mut ids: Vec<String> = seen.iter().map(|(id, _, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, delivered, "shopd-event-id names the event");
+    for (id, event_type, body) in &seen {
+        assert_eq!(event_type, "ORDER_PAID", "shopd-event-type");
+        let payload: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(payload["eventId"].as_str(), Some(id.as_str()));
+        assert_eq!(payload["type"], "ORDER_PAID");
+        // SPEC §10 payload fields, present even without a coupon.
+        assert_eq!(payload["order"]["discount"], 0, "{payload}");
+        assert_eq!(payload["order"]["subtotal"], 1_000, "{payload}");
+        assert_eq!(payload["order"]["total"], 1_000, "{payload}");
+    }
 }
