@@ -931,6 +931,63 @@ async fn members_never_see_each_others_orders(backend: Backend) {
         .get(&format!("/orders/{order_id}"), Some(&alice_token))
         .await;
     assert_eq!(still["status"], "PENDING", "bob's attempts changed nothing");
+
+    // Bob cannot change Alice's cart either.
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("/users/{alice}/cart/items/{product}"),
+            Some(json!({ "quantity": 1 })),
+        ),
+        (
+            Method::DELETE,
+            format!("/users/{alice}/cart/items/{product}"),
+            None,
+        ),
+        (Method::DELETE, format!("/users/{alice}/cart"), None),
+    ] {
+        let (status, err) = app
+            .request(method.clone(), &path, Some(&bob_token), body.as_ref(), None)
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            "{method} {path}: {err}"
+        );
+    }
+
+    // An admin may pay a member's order: the member's balance pays it.
+    let (status, paid) = app
+        .post(
+            &format!("/orders/{order_id}/pay"),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, paid["status"].as_str(), paid["userId"].as_i64()),
+        (StatusCode::OK, Some("PAID"), Some(alice)),
+        "{paid}"
+    );
+    assert_eq!(app.balance_of(alice).await, 100_000 - 1_000);
+    // ... and cancel a member's PENDING order.
+    let (_, other) = app
+        .order(&alice_token, &[(product, 2)], json!({ "pay": false }))
+        .await;
+    let (status, cancelled) = app
+        .post(
+            &format!("/orders/{}/cancel", other["id"]),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("CANCELLED")),
+        "{cancelled}"
+    );
+    assert_eq!(app.stock_of(product).await, 10 - 1);
+    assert_invariants(&app).await;
 }
 
 async fn order_requests_are_validated(backend: Backend) {
