@@ -261,6 +261,29 @@ async fn coupons_discount_orders(backend: Backend) {
         .await;
     assert_eq!(used["items"].as_array().unwrap().len(), 2);
     assert_eq!(used["items"][0]["orderId"], order["id"]);
+
+    // A FIXED discount larger than the subtotal is capped at it: the order costs nothing.
+    let cheap = app.product("Spoon", 2_000, 10).await;
+    let big = app
+        .campaign(json!({ "type": "FIXED", "value": 5_000 }), 0, 10)
+        .await;
+    assert_eq!(app.issue(big, &token).await.0, StatusCode::CREATED);
+    let balance = app.balance_of(id).await;
+    let (status, order) = app
+        .order(&token, &[(cheap, 1)], json!({ "couponId": big }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(
+        (
+            order["status"].as_str(),
+            order["subtotal"].as_i64(),
+            order["discount"].as_i64(),
+            order["total"].as_i64()
+        ),
+        (Some("PAID"), Some(2_000), Some(2_000), Some(0)),
+        "{order}"
+    );
+    assert_eq!(app.balance_of(id).await, balance, "nothing to pay");
     assert_invariants(&app).await;
 }
 
