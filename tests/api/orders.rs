@@ -426,16 +426,23 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
         "{sold_out}"
     );
     assert_eq!(app.stock_of(product).await, 0);
-    let (status, err) = app
-        .post(
-            &format!("/orders/{order_id}/pay"),
-            Some(&token),
-            json!(null),
-        )
-        .await;
+    let pay = |key: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/orders/{order_id}/pay")))
+            .bearer_auth(&token)
+            .header("idempotency-key", key);
+        async move {
+            let response = request.send().await.unwrap();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap(), replayed)
+        }
+    };
+    let (status, err, replayed) = pay("pay-1").await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE"),
+        (status, code(&err), replayed),
+        (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", false),
         "{err}"
     );
 
@@ -445,14 +452,16 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
         (StatusCode::OK, Some(15_000)),
         "{charged}"
     );
-    let (status, paid) = app
-        .post(
-            &format!("/orders/{order_id}/pay"),
-            Some(&token),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{paid}");
+    // The same key replays its 402 even though the balance now suffices; nothing is paid.
+    let (status, again, replayed) = pay("pay-1").await;
+    assert_eq!(
+        (status, &again, replayed),
+        (StatusCode::PAYMENT_REQUIRED, &err, true)
+    );
+    assert_eq!(app.balance_of(id).await, 15_000, "the replay paid nothing");
+    // A new key pays.
+    let (status, paid, replayed) = pay("pay-2").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
     assert_eq!(
         (paid["status"].as_str(), paid["total"].as_i64()),
         (Some("PAID"), Some(7_000))
