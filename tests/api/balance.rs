@@ -420,8 +420,12 @@ async fn every_keyed_endpoint_refuses_a_reused_key(backend: Backend) {
             "totalQuantity": 10, "issueEndsAt": ends, "validDays": 7,
         })
     };
-    let c1 = app.campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10).await;
-    let c2 = app.campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10).await;
+    let c1 = app
+        .campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10)
+        .await;
+    let c2 = app
+        .campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10)
+        .await;
     let mut unpaid = Vec::new();
     for _ in 0..4 {
         let (status, order) = app
@@ -438,34 +442,106 @@ async fn every_keyed_endpoint_refuses_a_reused_key(backend: Backend) {
     let admin = Some(ADMIN_TOKEN);
     // (who, key, first path and body, then the same key on another path or body)
     let cases: Vec<(Option<&str>, &str, String, Value, String, Value)> = vec![
-        (member, "charge", charge.clone(), json!({ "amount": 1 }), charge.clone(), json!({ "amount": 2 })),
-        (admin, "product", "/admin/products".into(), json!({ "name": "A", "price": 1, "stock": 1 }),
-            "/admin/products".into(), json!({ "name": "B", "price": 1, "stock": 1 })),
-        (admin, "stock", stock.clone(), json!({ "delta": 1 }), stock.clone(), json!({ "delta": 2 })),
-        (admin, "campaign", "/admin/coupons".into(), campaign("one"), "/admin/coupons".into(), campaign("two")),
-        (member, "issue", format!("/coupons/{c1}/issue"), Value::Null, format!("/coupons/{c2}/issue"), Value::Null),
-        (member, "order", "/orders".into(), item, "/orders".into(), items2),
-        (member, "pay", format!("/orders/{}/pay", unpaid[0]), Value::Null,
-            format!("/orders/{}/pay", unpaid[1]), Value::Null),
-        (member, "cancel", format!("/orders/{}/cancel", unpaid[2]), Value::Null,
-            format!("/orders/{}/cancel", unpaid[3]), Value::Null),
+        (
+            member,
+            "charge",
+            charge.clone(),
+            json!({ "amount": 1 }),
+            charge.clone(),
+            json!({ "amount": 2 }),
+        ),
+        (
+            admin,
+            "product",
+            "/admin/products".into(),
+            json!({ "name": "A", "price": 1, "stock": 1 }),
+            "/admin/products".into(),
+            json!({ "name": "B", "price": 1, "stock": 1 }),
+        ),
+        (
+            admin,
+            "stock",
+            stock.clone(),
+            json!({ "delta": 1 }),
+            stock.clone(),
+            json!({ "delta": 2 }),
+        ),
+        (
+            admin,
+            "campaign",
+            "/admin/coupons".into(),
+            campaign("one"),
+            "/admin/coupons".into(),
+            campaign("two"),
+        ),
+        (
+            member,
+            "issue",
+            format!("/coupons/{c1}/issue"),
+            Value::Null,
+            format!("/coupons/{c2}/issue"),
+            Value::Null,
+        ),
+        (
+            member,
+            "order",
+            "/orders".into(),
+            item,
+            "/orders".into(),
+            items2,
+        ),
+        (
+            member,
+            "pay",
+            format!("/orders/{}/pay", unpaid[0]),
+            Value::Null,
+            format!("/orders/{}/pay", unpaid[1]),
+            Value::Null,
+        ),
+        (
+            member,
+            "cancel",
+            format!("/orders/{}/cancel", unpaid[2]),
+            Value::Null,
+            format!("/orders/{}/cancel", unpaid[3]),
+            Value::Null,
+        ),
     ];
     for (who, key, first_path, first_body, second_path, second_body) in cases {
         let body = |v: &Value| if v.is_null() { None } else { Some(v.clone()) };
         let (status, first) = app
-            .request(Method::POST, &first_path, who, body(&first_body).as_ref(), Some(key))
+            .request(
+                Method::POST,
+                &first_path,
+                who,
+                body(&first_body).as_ref(),
+                Some(key),
+            )
             .await;
-        assert!(status.is_success(), "{key}: {first_path} -> {status} {first}");
+        assert!(
+            status.is_success(),
+            "{key}: {first_path} -> {status} {first}"
+        );
         let before = snapshot(&app).await;
         let (status, err) = app
-            .request(Method::POST, &second_path, who, body(&second_body).as_ref(), Some(key))
+            .request(
+                Method::POST,
+                &second_path,
+                who,
+                body(&second_body).as_ref(),
+                Some(key),
+            )
             .await;
         assert_eq!(
             (status, code(&err)),
             (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
             "{key}: {second_path} {second_body} -> {err}"
         );
-        assert_eq!(snapshot(&app).await, before, "{key}: the reused key did nothing");
+        assert_eq!(
+            snapshot(&app).await,
+            before,
+            "{key}: the reused key did nothing"
+        );
     }
     // The second pay and cancel touched nothing: those orders are still PENDING.
     for order in [unpaid[1], unpaid[3]] {
@@ -480,7 +556,11 @@ async fn snapshot(app: &TestApp) -> Vec<i64> {
     vec![
         rows(app, "SELECT COUNT(*) FROM balance_ledger").await,
         rows(app, "SELECT COUNT(*) FROM products").await,
-        rows(app, "SELECT CAST(COALESCE(SUM(stock), 0) AS BIGINT) FROM products").await,
+        rows(
+            app,
+            "SELECT CAST(COALESCE(SUM(stock), 0) AS BIGINT) FROM products",
+        )
+        .await,
         rows(app, "SELECT COUNT(*) FROM coupons").await,
         rows(app, "SELECT COUNT(*) FROM user_coupons").await,
         rows(app, "SELECT COUNT(*) FROM orders").await,

@@ -176,10 +176,7 @@ pub(crate) async fn scratch_database(
     dir: &std::path::Path,
 ) -> Option<(String, Option<(sqlx::PgPool, String)>)> {
     Some(match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", dir.join("shopd.db").display()),
-            None,
-        ),
+        Backend::Sqlite => (format!("sqlite://{}", dir.join("shopd.db").display()), None),
         Backend::Postgres => {
             let (admin, base_url) = TestApp::postgres_admin().await?;
             let name = format!("shopd_crash_{}", uuid::Uuid::new_v4().simple());

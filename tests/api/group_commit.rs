@@ -378,15 +378,18 @@ async fn a_background_job_error_keeps_its_root_cause(backend: Backend) {
 async fn committer_durability(app: &TestApp) -> String {
     let dialect = app.db.dialect();
     app.db
-        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<String> {
-            Ok(match dialect {
-                Dialect::Sqlite => {
-                    let level: i64 = sql_scalar!(tx, "PRAGMA synchronous")?;
-                    level.to_string()
-                }
-                Dialect::Postgres => sql_scalar!(tx, "SHOW synchronous_commit")?,
-            })
-        })
+        .write(
+            Locks::none(),
+            async move |tx: &mut Tx| -> AppResult<String> {
+                Ok(match dialect {
+                    Dialect::Sqlite => {
+                        let level: i64 = sql_scalar!(tx, "PRAGMA synchronous")?;
+                        level.to_string()
+                    }
+                    Dialect::Postgres => sql_scalar!(tx, "SHOW synchronous_commit")?,
+                })
+            },
+        )
         .await
         .expect("read the committer's setting")
 }
@@ -403,10 +406,8 @@ async fn commits_are_durable_unless_relaxed(backend: Backend) {
             let pooled: i64 = sql_scalar!(&mut conn, "PRAGMA synchronous").expect("pragma");
             assert_eq!(pooled, 2, "synchronous=FULL on pooled connections");
             drop(conn);
-            let Some(relaxed) = TestApp::spawn_with(backend, |s| {
-                s.database.sqlite_relaxed_durability = true
-            })
-            .await
+            let Some(relaxed) =
+                TestApp::spawn_with(backend, |s| s.database.sqlite_relaxed_durability = true).await
             else {
                 return;
             };

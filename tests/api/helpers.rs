@@ -7,7 +7,6 @@
 //! explicit opt-out skips them, and the skip is written to the uncaptured stderr.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -79,13 +78,18 @@ fn postgres_url() -> (String, bool) {
 
 /// The explicit opt-out: `SHOPD_TEST_SKIP_POSTGRES=1` (ignored when a URL is set, as in CI).
 fn skip_postgres_allowed() -> bool {
-    matches!(std::env::var("SHOPD_TEST_SKIP_POSTGRES").as_deref(), Ok("1"))
+    matches!(
+        std::env::var("SHOPD_TEST_SKIP_POSTGRES").as_deref(),
+        Ok("1")
+    )
 }
 
 /// PostgreSQL is unreachable: fail, unless PostgreSQL is optional and explicitly skipped.
 fn postgres_unreachable(base_url: &str, required: bool, err: &dyn std::fmt::Display) {
     if required {
-        panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable at {base_url}: {err}");
+        panic!(
+            "PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable at {base_url}: {err}"
+        );
     }
     if !skip_postgres_allowed() {
         panic!(

@@ -203,9 +203,11 @@ fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
             } else {
                 rest.strip_prefix('{')?.strip_suffix('}')?
             };
-            let all = labels
-                .iter()
-                .all(|(k, v)| labels_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+            let all = labels.iter().all(|(k, v)| {
+                labels_text
+                    .split(',')
+                    .any(|kv| kv == format!("{k}=\"{v}\""))
+            });
             all.then(|| value.parse::<f64>().ok()).flatten()
         })
         .sum()

@@ -139,7 +139,10 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
                 json!({ "status": status }),
             )
             .await;
-        assert_eq!((code_, body["status"].as_str()), (StatusCode::OK, Some(status)));
+        assert_eq!(
+            (code_, body["status"].as_str()),
+            (StatusCode::OK, Some(status))
+        );
     }
 
     let (status, err) = app
@@ -543,7 +546,11 @@ async fn cart_shows_orderability_and_cart_orders_remove_only_their_lines(backend
     let (status, err) = put(a, 0).await;
     assert_eq!(
         (status, code(&err), err["details"]["field"].as_str()),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("quantity")),
+        (
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            Some("quantity")
+        ),
         "{err}"
     );
     let (status, err) = put(999, 1).await;
@@ -769,12 +776,7 @@ fn short_reservation_no_sweeper(s: &mut shopd::config::Settings) {
 }
 
 /// An unpaid order of 2 `product` with `coupon`, returned once its reservation has passed.
-async fn unpaid_order_until_overdue(
-    app: &TestApp,
-    token: &str,
-    product: i64,
-    coupon: i64,
-) -> i64 {
+async fn unpaid_order_until_overdue(app: &TestApp, token: &str, product: i64, coupon: i64) -> i64 {
     let (status, order) = app
         .order(
             token,
@@ -870,7 +872,11 @@ async fn paying_after_the_reservation_expired_is_refused_without_the_sweeper(bac
     let (status, issued) = app.issue(coupon, &token).await;
     assert_eq!(status, StatusCode::CREATED, "{issued}");
     let order_id = unpaid_order_until_overdue(&app, &token, product, coupon).await;
-    assert_eq!(app.stock_of(product).await, 3, "not swept: stock still held");
+    assert_eq!(
+        app.stock_of(product).await,
+        3,
+        "not swept: stock still held"
+    );
 
     let (status, err) = app
         .post(
@@ -889,7 +895,11 @@ async fn paying_after_the_reservation_expired_is_refused_without_the_sweeper(bac
     assert_eq!(order["status"], "EXPIRED", "{order}");
     assert_eq!(app.stock_of(product).await, 5);
     let (_, available) = app.get(&format!("/users/{id}/coupons"), Some(&token)).await;
-    assert_eq!(available["items"].as_array().unwrap().len(), 1, "coupon back");
+    assert_eq!(
+        available["items"].as_array().unwrap().len(),
+        1,
+        "coupon back"
+    );
     assert_eq!(app.balance_of(id).await, 100_000, "nothing debited");
     let mut conn = app.db.read().await.unwrap();
     let payments: i64 = shopd::sql_scalar!(

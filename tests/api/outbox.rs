@@ -439,7 +439,11 @@ async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 3, "one request per event, no retry of a 202: {seen:?}");
+    assert_eq!(
+        seen.len(),
+        3,
+        "one request per event, no retry of a 202: {seen:?}"
+    );
     let mut delivered = event_ids_by_status(&app, "DELIVERED").await;
     delivered.sort();
     let mut ids: Vec<String> = seen.iter().map(|(id, _, _)| id.clone()).collect();
