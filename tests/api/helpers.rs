@@ -76,6 +76,26 @@ fn postgres_url() -> (String, bool) {
     }
 }
 
+/// Whether the optional (default-URL) server accepts TCP connections, probed once per process
+/// with a short timeout (the pool would retry for 30 s in every test before giving up).
+fn optional_postgres_listening(base_url: &str) -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            use std::net::ToSocketAddrs;
+            let options = PgConnectOptions::from_str(base_url).map_err(|e| e.to_string())?;
+            let addr = (options.get_host(), options.get_port())
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
 /// The explicit opt-out: `SHOPD_TEST_SKIP_POSTGRES=1` (ignored when a URL is set, as in CI).
 fn skip_postgres_allowed() -> bool {
     matches!(
@@ -143,6 +163,10 @@ impl TestApp {
             Backend::Postgres => {
                 let (base_url, required) = postgres_url();
                 let schema = format!("shopd_test_{}", uuid::Uuid::new_v4().simple());
+                if !required && let Err(err) = optional_postgres_listening(&base_url) {
+                    postgres_unreachable(&base_url, required, &err);
+                    return None;
+                }
                 let admin = match sqlx::PgPool::connect(&base_url).await {
                     Ok(pool) => pool,
                     Err(err) => {
@@ -234,6 +258,10 @@ impl TestApp {
     /// explicitly skipped (`SHOPD_TEST_SKIP_POSTGRES=1`); otherwise unreachable fails.
     pub async fn postgres_admin() -> Option<(sqlx::PgPool, String)> {
         let (base_url, required) = postgres_url();
+        if !required && let Err(err) = optional_postgres_listening(&base_url) {
+            postgres_unreachable(&base_url, required, &err);
+            return None;
+        }
         match sqlx::PgPool::connect(&base_url).await {
             Ok(pool) => Some((pool, base_url)),
             Err(err) => {
