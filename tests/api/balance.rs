@@ -404,6 +404,9 @@ async fn rows(app: &TestApp, sql: &'static str) -> i64 {
     n
 }
 
+/// (who, key, first path and body, then the same key on another path or body)
+type KeyReuse<'a> = (Option<&'a str>, &'a str, String, Value, String, Value);
+
 /// Every endpoint that takes `Idempotency-Key` answers `422 IDEMPOTENCY_KEY_REUSED` when the
 /// caller reuses a key for a different request (another body or another path), and does nothing.
 async fn every_keyed_endpoint_refuses_a_reused_key(backend: Backend) {
@@ -441,7 +444,7 @@ async fn every_keyed_endpoint_refuses_a_reused_key(backend: Backend) {
     let member = Some(token.as_str());
     let admin = Some(ADMIN_TOKEN);
     // (who, key, first path and body, then the same key on another path or body)
-    let cases: Vec<(Option<&str>, &str, String, Value, String, Value)> = vec![
+    let cases: Vec<KeyReuse> = vec![
         (
             member,
             "charge",
