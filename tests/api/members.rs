@@ -141,7 +141,11 @@ async fn members_only_see_themselves(backend: Backend) {
     assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
 }
 
+/// Held by every test that calls `/healthz`, so the metrics test can count its own calls.
+static HEALTHZ: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn operations_endpoints_answer(backend: Backend) {
+    let _turn = HEALTHZ.lock().await;
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
@@ -220,11 +224,10 @@ async fn scrape(app: &TestApp) -> String {
 }
 
 async fn metrics_count_this_tests_requests_with_their_labels(backend: Backend) {
-    // The recorder is process-wide: the two backends' variants of this test take turns, and
-    // only this test calls /healthz, so its series moves by exactly this test's requests. Order
-    // outcomes are shared with other tests running at the same time: they move by at least ours.
-    static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _turn = TURN.lock().await;
+    // The recorder is process-wide: the tests that call /healthz take turns (HEALTHZ), so its
+    // series moves by exactly this test's requests. Order outcomes are shared with other tests
+    // running at the same time: they move by at least ours.
+    let _turn = HEALTHZ.lock().await;
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
