@@ -1,7 +1,7 @@
 //! Balance, charges, ledger and idempotency keys.
 
-use reqwest::StatusCode;
-use serde_json::json;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
 
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code};
 use crate::invariants::assert_invariants;
@@ -15,6 +15,7 @@ on_both_backends!(
     ledger_pages_newest_first,
     idempotent_charge_replays_the_first_answer,
     idempotency_key_reuse_and_in_progress,
+    every_keyed_endpoint_refuses_a_reused_key,
 );
 
 async fn charge_and_read_the_ledger(backend: Backend) {
@@ -199,9 +200,13 @@ async fn ledger_pages_newest_first(backend: Backend) {
             )
             .await;
         assert_eq!(
-            (status, code(&err)),
-            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-            "{bad}"
+            (status, code(&err), err["details"]["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                bad.split('=').next()
+            ),
+            "{bad} -> {err}"
         );
     }
 }
@@ -263,12 +268,58 @@ async fn idempotent_charge_replays_the_first_answer(backend: Backend) {
     let rejected = app
         .post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
         .await;
-    assert_eq!(code(&rejected.1), "BALANCE_LIMIT_EXCEEDED");
     assert_eq!(
-        app.post_idem(&path, Some(&token), json!({ "amount": 999_999 }), "late")
-            .await,
-        rejected
+        (rejected.0, code(&rejected.1)),
+        (StatusCode::BAD_REQUEST, "BALANCE_LIMIT_EXCEEDED")
     );
+    // Make room under the maximum (pay an order), so the same charge would now succeed if it
+    // ran again: the repeat must replay the rejection instead.
+    let before = app.balance_of(id).await;
+    let product = app.product("Lamp", 10_000, 1).await;
+    let (status, order) = app.order(&token, &[(product, 1)], json!({})).await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (StatusCode::CREATED, Some("PAID")),
+        "{order}"
+    );
+    let after_payment = app.balance_of(id).await;
+    assert_eq!(after_payment, before - 10_000);
+    assert!(after_payment + 999_999 <= app.settings.max_balance);
+    let ledger_rows = || async {
+        let mut conn = app.db.read().await.unwrap();
+        let rows: i64 = shopd::sql_scalar!(
+            &mut conn,
+            "SELECT COUNT(*) FROM balance_ledger WHERE user_id = $1",
+            id
+        )
+        .unwrap();
+        rows
+    };
+    let rows_before = ledger_rows().await;
+    let response = app
+        .client
+        .post(app.url(&path))
+        .bearer_auth(&token)
+        .header("idempotency-key", "late")
+        .json(&json!({ "amount": 999_999 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.to_str().unwrap()),
+        Some("true"),
+        "the repeat is a replay"
+    );
+    assert_eq!(response.status(), rejected.0);
+    assert_eq!(
+        response.json::<serde_json::Value>().await.unwrap(),
+        rejected.1
+    );
+    assert_eq!(app.balance_of(id).await, after_payment, "nothing charged");
+    assert_eq!(ledger_rows().await, rows_before, "nothing ran twice");
 
     // Validation of the header itself.
     let (status, err) = app
@@ -345,4 +396,178 @@ async fn idempotency_key_reuse_and_in_progress(backend: Backend) {
         (StatusCode::OK, Some(1_500))
     );
     assert_invariants(&app).await;
+}
+
+async fn rows(app: &TestApp, sql: &'static str) -> i64 {
+    let mut conn = app.db.read().await.unwrap();
+    let n: i64 = shopd::sql_scalar!(&mut conn, sql).unwrap();
+    n
+}
+
+/// (who, key, first path and body, then the same key on another path or body)
+type KeyReuse<'a> = (Option<&'a str>, &'a str, String, Value, String, Value);
+
+/// Every endpoint that takes `Idempotency-Key` answers `422 IDEMPOTENCY_KEY_REUSED` when the
+/// caller reuses a key for a different request (another body or another path), and does nothing.
+async fn every_keyed_endpoint_refuses_a_reused_key(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("kim").await;
+    assert_eq!(app.charge(id, &token, 100_000).await.0, StatusCode::OK);
+    let product = app.product("Mug", 1_000, 100).await;
+    let ends = chrono::Utc::now() + chrono::Duration::days(1);
+    let campaign = |name: &str| {
+        json!({
+            "name": name, "discount": { "type": "FIXED", "value": 100 }, "minOrderAmount": 0,
+            "totalQuantity": 10, "issueEndsAt": ends, "validDays": 7,
+        })
+    };
+    let c1 = app
+        .campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10)
+        .await;
+    let c2 = app
+        .campaign(json!({ "type": "FIXED", "value": 100 }), 0, 10)
+        .await;
+    let mut unpaid = Vec::new();
+    for _ in 0..4 {
+        let (status, order) = app
+            .order(&token, &[(product, 1)], json!({ "pay": false }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{order}");
+        unpaid.push(order["id"].as_i64().unwrap());
+    }
+    let charge = format!("/users/{id}/balance/charge");
+    let stock = format!("/admin/products/{product}/stock");
+    let item = json!({ "items": [{ "productId": product, "quantity": 1 }] });
+    let items2 = json!({ "items": [{ "productId": product, "quantity": 2 }] });
+    let member = Some(token.as_str());
+    let admin = Some(ADMIN_TOKEN);
+    // (who, key, first path and body, then the same key on another path or body)
+    let cases: Vec<KeyReuse> = vec![
+        (
+            member,
+            "charge",
+            charge.clone(),
+            json!({ "amount": 1 }),
+            charge.clone(),
+            json!({ "amount": 2 }),
+        ),
+        (
+            admin,
+            "product",
+            "/admin/products".into(),
+            json!({ "name": "A", "price": 1, "stock": 1 }),
+            "/admin/products".into(),
+            json!({ "name": "B", "price": 1, "stock": 1 }),
+        ),
+        (
+            admin,
+            "stock",
+            stock.clone(),
+            json!({ "delta": 1 }),
+            stock.clone(),
+            json!({ "delta": 2 }),
+        ),
+        (
+            admin,
+            "campaign",
+            "/admin/coupons".into(),
+            campaign("one"),
+            "/admin/coupons".into(),
+            campaign("two"),
+        ),
+        (
+            member,
+            "issue",
+            format!("/coupons/{c1}/issue"),
+            Value::Null,
+            format!("/coupons/{c2}/issue"),
+            Value::Null,
+        ),
+        (
+            member,
+            "order",
+            "/orders".into(),
+            item,
+            "/orders".into(),
+            items2,
+        ),
+        (
+            member,
+            "pay",
+            format!("/orders/{}/pay", unpaid[0]),
+            Value::Null,
+            format!("/orders/{}/pay", unpaid[1]),
+            Value::Null,
+        ),
+        (
+            member,
+            "cancel",
+            format!("/orders/{}/cancel", unpaid[2]),
+            Value::Null,
+            format!("/orders/{}/cancel", unpaid[3]),
+            Value::Null,
+        ),
+    ];
+    for (who, key, first_path, first_body, second_path, second_body) in cases {
+        let body = |v: &Value| if v.is_null() { None } else { Some(v.clone()) };
+        let (status, first) = app
+            .request(
+                Method::POST,
+                &first_path,
+                who,
+                body(&first_body).as_ref(),
+                Some(key),
+            )
+            .await;
+        assert!(
+            status.is_success(),
+            "{key}: {first_path} -> {status} {first}"
+        );
+        let before = snapshot(&app).await;
+        let (status, err) = app
+            .request(
+                Method::POST,
+                &second_path,
+                who,
+                body(&second_body).as_ref(),
+                Some(key),
+            )
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "IDEMPOTENCY_KEY_REUSED"),
+            "{key}: {second_path} {second_body} -> {err}"
+        );
+        assert_eq!(
+            snapshot(&app).await,
+            before,
+            "{key}: the reused key did nothing"
+        );
+    }
+    // The second pay and cancel touched nothing: those orders are still PENDING.
+    for order in [unpaid[1], unpaid[3]] {
+        let (_, o) = app.get(&format!("/orders/{order}"), member).await;
+        assert_eq!(o["status"], "PENDING", "{o}");
+    }
+    assert_invariants(&app).await;
+}
+
+/// What a keyed request could change: balances, products, stock, campaigns, claims, orders.
+async fn snapshot(app: &TestApp) -> Vec<i64> {
+    vec![
+        rows(app, "SELECT COUNT(*) FROM balance_ledger").await,
+        rows(app, "SELECT COUNT(*) FROM products").await,
+        rows(
+            app,
+            "SELECT CAST(COALESCE(SUM(stock), 0) AS BIGINT) FROM products",
+        )
+        .await,
+        rows(app, "SELECT COUNT(*) FROM coupons").await,
+        rows(app, "SELECT COUNT(*) FROM user_coupons").await,
+        rows(app, "SELECT COUNT(*) FROM orders").await,
+        rows(app, "SELECT COUNT(*) FROM orders WHERE status = 'PENDING'").await,
+        rows(app, "SELECT COUNT(*) FROM payments").await,
+    ]
 }

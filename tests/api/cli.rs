@@ -108,11 +108,9 @@ async fn fresh_database_url(
     match backend {
         Backend::Sqlite => Some((format!("sqlite://{}", dir.join("serve.db").display()), None)),
         Backend::Postgres => {
-            let base = std::env::var("SHOPD_TEST_POSTGRES_URL")
-                .ok()
-                .filter(|u| !u.is_empty())?;
+            // Unreachable fails unless explicitly skipped (SHOPD_TEST_SKIP_POSTGRES=1).
+            let (pool, base) = TestApp::postgres_admin().await?;
             let schema = format!("shopd_cli_{}", uuid::Uuid::new_v4().simple());
-            let pool = sqlx::PgPool::connect(&base).await.expect("postgres");
             sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                 .execute(&pool)
                 .await
@@ -126,8 +124,8 @@ async fn fresh_database_url(
 }
 
 async fn drop_schema(schema: Option<String>) {
-    if let (Some(schema), Ok(base)) = (schema, std::env::var("SHOPD_TEST_POSTGRES_URL")) {
-        let pool = sqlx::PgPool::connect(&base).await.expect("postgres");
+    if let Some(schema) = schema {
+        let (pool, _) = TestApp::postgres_admin().await.expect("postgres");
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
             .execute(&pool)
             .await

@@ -160,6 +160,16 @@ async fn issue_and_list_member_coupons(backend: Backend) {
     );
     assert!(issued["userCouponId"].as_i64().is_some());
     assert!(issued.get("usedAt").is_none() && issued.get("orderId").is_none());
+    // expiresAt = issuedAt + validDays (the campaign's 7).
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(issued[field].as_str().unwrap())
+            .unwrap_or_else(|e| panic!("{field}: {e} in {issued}"))
+    };
+    assert_eq!(
+        at("expiresAt") - at("issuedAt"),
+        chrono::Duration::days(7),
+        "{issued}"
+    );
 
     let (status, err) = app.issue(coupon, &token).await;
     assert_eq!(
@@ -191,8 +201,9 @@ async fn issue_and_list_member_coupons(backend: Backend) {
         .get(&format!("/users/{id}/coupons?status=LOST"), Some(&token))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
     let (status, _) = app
         .get(&format!("/users/{other}/coupons"), Some(&token))

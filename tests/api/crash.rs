@@ -23,12 +23,18 @@ const MEMBERS: usize = 20;
 
 on_both_backends!(a_kill_mid_batch_loses_no_answer_and_half_applies_nothing);
 
-struct Server {
-    child: tokio::process::Child,
-    address: String,
+pub(crate) struct Server {
+    pub(crate) child: tokio::process::Child,
+    pub(crate) address: String,
 }
 
 async fn start(url: &str) -> Server {
+    // Batches of a few dozen commands, so the kill lands inside some of them.
+    start_with(url, &["--commit-wait", "5ms", "--pg-committers", "2"]).await
+}
+
+/// `shopd serve` as a child process on `url` with `extra` flags, once it answers `/readyz`.
+pub(crate) async fn start_with(url: &str, extra: &[&str]) -> Server {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
@@ -36,8 +42,7 @@ async fn start(url: &str) -> Server {
     let child = tokio::process::Command::new(SHOPD)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .args(["--database-url", url, "--admin-token", ADMIN_TOKEN])
-        // Batches of a few dozen commands, so the kill lands inside some of them.
-        .args(["--commit-wait", "5ms", "--pg-committers", "2"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -59,23 +64,8 @@ async fn start(url: &str) -> Server {
 
 async fn a_kill_mid_batch_loses_no_answer_and_half_applies_nothing(backend: Backend) {
     let scratch = tempfile::tempdir().expect("temp dir");
-    let (url, pg) = match backend {
-        Backend::Sqlite => (
-            format!("sqlite://{}", scratch.path().join("shopd.db").display()),
-            None,
-        ),
-        Backend::Postgres => {
-            let Some((admin, base_url)) = TestApp::postgres_admin().await else {
-                return;
-            };
-            let name = format!("shopd_crash_{}", uuid::Uuid::new_v4().simple());
-            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-                .execute(&admin)
-                .await
-                .expect("create database");
-            let (prefix, _) = base_url.rsplit_once('/').expect("url with a database");
-            (format!("{prefix}/{name}"), Some((admin, name)))
-        }
+    let Some((url, pg)) = scratch_database(backend, scratch.path()).await else {
+        return;
     };
 
     let mut server = start(&url).await;
@@ -176,6 +166,31 @@ async fn a_kill_mid_batch_loses_no_answer_and_half_applies_nothing(backend: Back
 
     drop(server);
     db.close().await;
+    drop_scratch_database(pg).await;
+}
+
+/// A fresh database a child process can open: a SQLite file under `dir`, or a new PostgreSQL
+/// database (returned for [`drop_scratch_database`]). `None` only when PostgreSQL is skipped.
+pub(crate) async fn scratch_database(
+    backend: Backend,
+    dir: &std::path::Path,
+) -> Option<(String, Option<(sqlx::PgPool, String)>)> {
+    Some(match backend {
+        Backend::Sqlite => (format!("sqlite://{}", dir.join("shopd.db").display()), None),
+        Backend::Postgres => {
+            let (admin, base_url) = TestApp::postgres_admin().await?;
+            let name = format!("shopd_crash_{}", uuid::Uuid::new_v4().simple());
+            sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .expect("create database");
+            let (prefix, _) = base_url.rsplit_once('/').expect("url with a database");
+            (format!("{prefix}/{name}"), Some((admin, name)))
+        }
+    })
+}
+
+pub(crate) async fn drop_scratch_database(pg: Option<(sqlx::PgPool, String)>) {
     if let Some((admin, name)) = pg {
         let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
             "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

@@ -23,6 +23,8 @@ on_both_backends!(
     an_idempotent_order_leaves_no_key_when_its_batch_fails,
     an_exhausted_pool_answers_503_with_retry_after,
     a_background_job_error_keeps_its_root_cause,
+    commits_are_durable_unless_relaxed,
+    readyz_is_503_when_the_database_is_down,
 );
 
 /// Settings that make concurrent writes land in one batch: one committer (PostgreSQL runs
@@ -366,4 +368,67 @@ async fn assert_retryable_503(response: reqwest::Response) {
     );
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["code"], "SERVICE_UNAVAILABLE");
+}
+
+/// The durability setting the committer's own connection runs with (inside a real write).
+async fn committer_durability(app: &TestApp) -> String {
+    let dialect = app.db.dialect();
+    app.db
+        .write(
+            Locks::none(),
+            async move |tx: &mut Tx| -> AppResult<String> {
+                Ok(match dialect {
+                    Dialect::Sqlite => {
+                        let level: i64 = sql_scalar!(tx, "PRAGMA synchronous")?;
+                        level.to_string()
+                    }
+                    Dialect::Postgres => sql_scalar!(tx, "SHOW synchronous_commit")?,
+                })
+            },
+        )
+        .await
+        .expect("read the committer's setting")
+}
+
+async fn commits_are_durable_unless_relaxed(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    match backend {
+        // SQLite: synchronous=FULL (2) on the committer's connection and on the pool's.
+        Backend::Sqlite => {
+            assert_eq!(committer_durability(&app).await, "2", "synchronous=FULL");
+            let mut conn = app.db.read().await.expect("read");
+            let pooled: i64 = sql_scalar!(&mut conn, "PRAGMA synchronous").expect("pragma");
+            assert_eq!(pooled, 2, "synchronous=FULL on pooled connections");
+            drop(conn);
+            let Some(relaxed) =
+                TestApp::spawn_with(backend, |s| s.database.sqlite_relaxed_durability = true).await
+            else {
+                return;
+            };
+            assert_eq!(
+                committer_durability(&relaxed).await,
+                "1",
+                "--sqlite-relaxed-durability: synchronous=NORMAL"
+            );
+        }
+        // PostgreSQL: commits wait for the WAL flush (the service never turns it off).
+        Backend::Postgres => assert_eq!(committer_durability(&app).await, "on"),
+    }
+}
+
+async fn readyz_is_503_when_the_database_is_down(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    assert_eq!(app.get("/readyz", None).await.0, StatusCode::OK);
+    // The database goes away (its pool is closed under the running server).
+    app.db.close().await;
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_READY")),
+        "{body}"
+    );
 }

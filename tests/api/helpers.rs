@@ -1,12 +1,12 @@
 //! Test harness: spawn the real application on port 0 against a fresh database.
 //!
 //! SQLite: a new file in a temp dir. PostgreSQL: a new schema on the server named by
-//! `SHOPD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). If that
-//! variable is set (CI sets it) an unreachable server fails the test; if it is not set, the
-//! PostgreSQL suite is skipped with a clear message.
+//! `SHOPD_TEST_POSTGRES_URL` (default `postgres://postgres@127.0.0.1:5432/postgres`). An
+//! unreachable server FAILS every PostgreSQL test, with a message saying how to run or skip them,
+//! unless `SHOPD_TEST_SKIP_POSTGRES=1` is set (and `SHOPD_TEST_POSTGRES_URL` is not): only that
+//! explicit opt-out skips them, and the skip is written to the uncaptured stderr.
 
 use std::str::FromStr;
-use std::sync::OnceLock;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -64,6 +64,8 @@ pub struct TestApp {
     pub settings: Settings,
     /// The server's in-memory best-seller snapshot (to count its loads).
     pub ranking: shopd::ranking::RankingCache,
+    /// The server's state, to run its background jobs directly (`None` for an external server).
+    pub state: Option<shopd::AppState>,
     storage: Storage,
 }
 
@@ -74,13 +76,64 @@ fn postgres_url() -> (String, bool) {
     }
 }
 
+/// Whether the optional (default-URL) server accepts TCP connections, probed once per process
+/// with a short timeout (the pool would retry for 30 s in every test before giving up).
+fn optional_postgres_listening(base_url: &str) -> Result<(), String> {
+    static PROBE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    PROBE
+        .get_or_init(|| {
+            use std::net::ToSocketAddrs;
+            let options = PgConnectOptions::from_str(base_url).map_err(|e| e.to_string())?;
+            let addr = (options.get_host(), options.get_port())
+                .to_socket_addrs()
+                .map_err(|e| e.to_string())?
+                .next()
+                .ok_or("no address")?;
+            std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+}
+
+/// The explicit opt-out: `SHOPD_TEST_SKIP_POSTGRES=1` (ignored when a URL is set, as in CI).
+fn skip_postgres_allowed() -> bool {
+    matches!(
+        std::env::var("SHOPD_TEST_SKIP_POSTGRES").as_deref(),
+        Ok("1")
+    )
+}
+
+/// PostgreSQL is unreachable: fail, unless PostgreSQL is optional and explicitly skipped.
+fn postgres_unreachable(base_url: &str, required: bool, err: &dyn std::fmt::Display) {
+    if required {
+        panic!(
+            "PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable at {base_url}: {err}"
+        );
+    }
+    if !skip_postgres_allowed() {
+        panic!(
+            "PostgreSQL unreachable at {base_url}: {err}\n\
+             Every test runs on PostgreSQL too. Start PostgreSQL (or point \
+             SHOPD_TEST_POSTGRES_URL at one) to run this test, or set SHOPD_TEST_SKIP_POSTGRES=1 \
+             to skip the PostgreSQL variants explicitly."
+        );
+    }
+    announce_skip(&format!("cannot reach {base_url}: {err}"));
+}
+
+/// Count the skipped tests and say so on the real stderr (libtest captures `eprintln!`, not
+/// direct writes to the stderr handle), so a skip cannot go unnoticed.
 fn announce_skip(reason: &str) {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        eprintln!(
-            "\n*** PostgreSQL suite SKIPPED: {reason}.\n*** Set SHOPD_TEST_POSTGRES_URL to run it (CI does, and fails without it).\n"
-        )
-    });
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+    let n = SKIPPED.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "*** PostgreSQL test SKIPPED (#{n} so far; SHOPD_TEST_SKIP_POSTGRES=1): {reason}"
+    );
 }
 
 impl TestApp {
@@ -110,15 +163,16 @@ impl TestApp {
             Backend::Postgres => {
                 let (base_url, required) = postgres_url();
                 let schema = format!("shopd_test_{}", uuid::Uuid::new_v4().simple());
+                if !required && let Err(err) = optional_postgres_listening(&base_url) {
+                    postgres_unreachable(&base_url, required, &err);
+                    return None;
+                }
                 let admin = match sqlx::PgPool::connect(&base_url).await {
                     Ok(pool) => pool,
-                    Err(err) if !required => {
-                        announce_skip(&format!("cannot reach {base_url}: {err}"));
+                    Err(err) => {
+                        postgres_unreachable(&base_url, required, &err);
                         return None;
                     }
-                    Err(err) => panic!(
-                        "PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}"
-                    ),
                 };
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
                     .execute(&admin)
@@ -130,25 +184,31 @@ impl TestApp {
             }
         };
         db.migrate().await.expect("migrate");
-        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state) = Self::start(settings.clone(), db.clone()).await;
         Some(TestApp {
             address,
             client: reqwest::Client::new(),
             db,
             settings,
-            ranking,
+            ranking: state.ranking.clone(),
+            state: Some(state),
             storage,
         })
     }
 
-    async fn start(settings: Settings, db: Db) -> (String, shopd::ranking::RankingCache) {
+    async fn start(settings: Settings, db: Db) -> (String, shopd::AppState) {
         let app = shopd::Application::build_with_db(settings, db)
             .await
             .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
-        let ranking = app.state().ranking.clone();
+        let state = app.state().clone();
         tokio::spawn(app.run_until_stopped());
-        (address, ranking)
+        (address, state)
+    }
+
+    /// This server's state (for running its sweeper or relay directly).
+    pub fn state(&self) -> &shopd::AppState {
+        self.state.as_ref().expect("a server this harness started")
     }
 
     /// Another server instance on the same database (multi-instance races).
@@ -167,13 +227,14 @@ impl TestApp {
             }
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
-        let (address, ranking) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state) = Self::start(settings.clone(), db.clone()).await;
         TestApp {
             address,
             client: reqwest::Client::new(),
             db,
             settings,
-            ranking,
+            ranking: state.ranking.clone(),
+            state: Some(state),
             storage: Storage::Shared,
         }
     }
@@ -187,22 +248,25 @@ impl TestApp {
             db,
             settings,
             storage: Storage::Shared,
-            // Not this process's server: its snapshot lives in the child.
+            // Not this process's server: its snapshot and state live in the child.
             ranking: shopd::ranking::RankingCache::default(),
+            state: None,
         }
     }
 
-    /// The PostgreSQL server the suite uses, or `None` (announced) when it is optional and absent.
+    /// The PostgreSQL server the suite uses, or `None` (announced) when it is unreachable and
+    /// explicitly skipped (`SHOPD_TEST_SKIP_POSTGRES=1`); otherwise unreachable fails.
     pub async fn postgres_admin() -> Option<(sqlx::PgPool, String)> {
         let (base_url, required) = postgres_url();
+        if !required && let Err(err) = optional_postgres_listening(&base_url) {
+            postgres_unreachable(&base_url, required, &err);
+            return None;
+        }
         match sqlx::PgPool::connect(&base_url).await {
             Ok(pool) => Some((pool, base_url)),
-            Err(err) if !required => {
-                announce_skip(&format!("cannot reach {base_url}: {err}"));
-                None
-            }
             Err(err) => {
-                panic!("PostgreSQL required (SHOPD_TEST_POSTGRES_URL) but unreachable: {err}")
+                postgres_unreachable(&base_url, required, &err);
+                None
             }
         }
     }

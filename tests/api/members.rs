@@ -11,6 +11,7 @@ on_both_backends!(
     bad_signups_are_rejected_and_change_nothing,
     members_only_see_themselves,
     operations_endpoints_answer,
+    metrics_count_this_tests_requests_with_their_labels,
     unknown_routes_and_oversized_bodies_get_json_errors,
 );
 
@@ -124,8 +125,9 @@ async fn members_only_see_themselves(backend: Backend) {
     );
     let (status, err) = app.get("/users/abc", Some(ADMIN_TOKEN)).await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("userId")),
+        "{err}"
     );
 
     // Admin endpoints refuse member tokens.
@@ -139,7 +141,11 @@ async fn members_only_see_themselves(backend: Backend) {
     assert_eq!((status, code(&err)), (StatusCode::FORBIDDEN, "FORBIDDEN"));
 }
 
+/// Held by every test that calls `/healthz`, so the metrics test can count its own calls.
+static HEALTHZ: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 async fn operations_endpoints_answer(backend: Backend) {
+    let _turn = HEALTHZ.lock().await;
     let Some(app) = TestApp::spawn(backend).await else {
         return;
     };
@@ -186,4 +192,91 @@ async fn unknown_routes_and_oversized_bodies_get_json_errors(backend: Backend) {
         (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
     );
     assert_eq!(user_count(&app).await, 0);
+}
+
+/// The value of the series `name` whose labels include every `labels` pair (0 when absent).
+fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let rest = series.strip_prefix(name)?;
+            let labels_text = if rest.is_empty() {
+                ""
+            } else {
+                rest.strip_prefix('{')?.strip_suffix('}')?
+            };
+            let all = labels.iter().all(|(k, v)| {
+                labels_text
+                    .split(',')
+                    .any(|kv| kv == format!("{k}=\"{v}\""))
+            });
+            all.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+async fn scrape(app: &TestApp) -> String {
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.text().await.unwrap()
+}
+
+async fn metrics_count_this_tests_requests_with_their_labels(backend: Backend) {
+    // The recorder is process-wide: the tests that call /healthz take turns (HEALTHZ), so its
+    // series moves by exactly this test's requests. Order outcomes are shared with other tests
+    // running at the same time: they move by at least ours.
+    let _turn = HEALTHZ.lock().await;
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("kim").await;
+    assert_eq!(app.charge(id, &token, 10_000).await.0, StatusCode::OK);
+    let product = app.product("Mug", 4_000, 10).await;
+
+    let healthz = [("method", "GET"), ("route", "/healthz"), ("status", "200")];
+    let paid = [("outcome", "PAID")];
+    let pending = [("outcome", "PENDING")];
+    let short = [("outcome", "INSUFFICIENT_BALANCE")];
+    let created = [("method", "POST"), ("route", "/orders"), ("status", "201")];
+    let before = scrape(&app).await;
+
+    for _ in 0..3 {
+        assert_eq!(app.get("/healthz", None).await.0, StatusCode::OK);
+    }
+    for _ in 0..2 {
+        let (status, order) = app.order(&token, &[(product, 1)], json!({})).await;
+        assert_eq!(order["status"], "PAID", "{status} {order}");
+    }
+    let (_, order) = app
+        .order(&token, &[(product, 1)], json!({ "pay": false }))
+        .await;
+    assert_eq!(order["status"], "PENDING", "{order}");
+    let (status, err) = app.order(&token, &[(product, 1)], json!({})).await;
+    assert_eq!(
+        (status, code(&err)),
+        (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE")
+    );
+
+    let after = scrape(&app).await;
+    let delta = |name: &str, labels: &[(&str, &str)]| {
+        series(&after, name, labels) - series(&before, name, labels)
+    };
+    assert_eq!(
+        delta("http_requests_total", &healthz),
+        3.0,
+        "GET /healthz 200, labelled by method, route template and status:\n{after}"
+    );
+    assert!(
+        delta("http_requests_total", &created) >= 3.0,
+        "POST /orders 201:\n{after}"
+    );
+    assert!(
+        after.contains("http_request_duration_seconds"),
+        "request latency histogram:\n{after}"
+    );
+    assert!(delta("orders_placed_total", &paid) >= 2.0, "{after}");
+    assert!(delta("orders_placed_total", &pending) >= 1.0, "{after}");
+    assert!(delta("orders_placed_total", &short) >= 1.0, "{after}");
 }

@@ -17,6 +17,7 @@ on_both_backends!(
     cart_shows_orderability_and_cart_orders_remove_only_their_lines,
     cancel_restores_stock_and_coupon_once,
     expired_orders_restore_stock_and_coupon,
+    paying_after_the_reservation_expired_is_refused_without_the_sweeper,
     members_never_see_each_others_orders,
     order_requests_are_validated,
     orders_are_listed_with_history,
@@ -86,12 +87,18 @@ async fn order_is_paid_at_order_time_price(backend: Backend) {
     assert!(event["order"]["paidAt"].is_string() && event["occurredAt"].is_string());
 
     // A later price change does not touch the order.
-    app.patch(
-        &format!("/admin/products/{mug}"),
-        Some(ADMIN_TOKEN),
-        json!({ "price": 99_000, "name": "Gold mug" }),
-    )
-    .await;
+    let (status, changed) = app
+        .patch(
+            &format!("/admin/products/{mug}"),
+            Some(ADMIN_TOKEN),
+            json!({ "price": 99_000, "name": "Gold mug" }),
+        )
+        .await;
+    assert_eq!(
+        (status, changed["price"].as_i64(), changed["name"].as_str()),
+        (StatusCode::OK, Some(99_000), Some("Gold mug")),
+        "the price change took effect: {changed}"
+    );
     let (_, again) = app.get(&format!("/orders/{order_id}"), Some(&token)).await;
     assert_eq!(
         (
@@ -123,12 +130,20 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
     let plenty = app.product("Plenty", 1_000, 10).await;
     let scarce = app.product("Scarce", 1_000, 2).await;
     let paused = app.product("Paused", 1_000, 10).await;
-    app.patch(
-        &format!("/admin/products/{paused}"),
-        Some(ADMIN_TOKEN),
-        json!({ "status": "SUSPENDED" }),
-    )
-    .await;
+    let gone = app.product("Gone", 1_000, 10).await;
+    for (product, status) in [(paused, "SUSPENDED"), (gone, "DISCONTINUED")] {
+        let (code_, body) = app
+            .patch(
+                &format!("/admin/products/{product}"),
+                Some(ADMIN_TOKEN),
+                json!({ "status": status }),
+            )
+            .await;
+        assert_eq!(
+            (code_, body["status"].as_str()),
+            (StatusCode::OK, Some(status))
+        );
+    }
 
     let (status, err) = app
         .order(&token, &[(plenty, 1), (paused, 1)], json!({}))
@@ -138,7 +153,23 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
         (StatusCode::CONFLICT, "PRODUCT_NOT_ON_SALE"),
         "{err}"
     );
-    assert_eq!(err["details"]["products"][0]["productId"], paused);
+    assert_eq!(
+        err["details"]["products"],
+        json!([{ "productId": paused, "status": "SUSPENDED" }])
+    );
+    // A DISCONTINUED product cannot be ordered either.
+    let (status, err) = app
+        .order(&token, &[(plenty, 1), (gone, 1)], json!({}))
+        .await;
+    assert_eq!(
+        (status, code(&err), err["details"]["products"].clone()),
+        (
+            StatusCode::CONFLICT,
+            "PRODUCT_NOT_ON_SALE",
+            json!([{ "productId": gone, "status": "DISCONTINUED" }])
+        ),
+        "{err}"
+    );
 
     let (status, err) = app
         .order(&token, &[(plenty, 1), (scarce, 3)], json!({}))
@@ -167,9 +198,10 @@ async fn products_not_on_sale_or_short_reserve_nothing(backend: Backend) {
         (
             app.stock_of(plenty).await,
             app.stock_of(scarce).await,
-            app.stock_of(paused).await
+            app.stock_of(paused).await,
+            app.stock_of(gone).await
         ),
-        (10, 2, 10)
+        (10, 2, 10, 10)
     );
     let (_, orders) = app
         .get("/users/1/orders?status=PENDING", Some(ADMIN_TOKEN))
@@ -232,6 +264,29 @@ async fn coupons_discount_orders(backend: Backend) {
         .await;
     assert_eq!(used["items"].as_array().unwrap().len(), 2);
     assert_eq!(used["items"][0]["orderId"], order["id"]);
+
+    // A FIXED discount larger than the subtotal is capped at it: the order costs nothing.
+    let cheap = app.product("Spoon", 2_000, 10).await;
+    let big = app
+        .campaign(json!({ "type": "FIXED", "value": 5_000 }), 0, 10)
+        .await;
+    assert_eq!(app.issue(big, &token).await.0, StatusCode::CREATED);
+    let balance = app.balance_of(id).await;
+    let (status, order) = app
+        .order(&token, &[(cheap, 1)], json!({ "couponId": big }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(
+        (
+            order["status"].as_str(),
+            order["subtotal"].as_i64(),
+            order["discount"].as_i64(),
+            order["total"].as_i64()
+        ),
+        (Some("PAID"), Some(2_000), Some(2_000), Some(0)),
+        "{order}"
+    );
+    assert_eq!(app.balance_of(id).await, balance, "nothing to pay");
     assert_invariants(&app).await;
 }
 
@@ -322,7 +377,8 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
 
     let (status, err) = app
         .order(&token, &[(product, 1)], json!({ "couponId": coupon }))
@@ -348,36 +404,67 @@ async fn insufficient_balance_then_charge_and_pay_at_the_old_price(backend: Back
     assert_eq!(app.balance_of(id).await, 5_000, "nothing debited");
 
     // Meanwhile the price rises and the rest of the stock sells out.
-    app.patch(
-        &format!("/admin/products/{product}"),
-        Some(ADMIN_TOKEN),
-        json!({ "price": 20_000 }),
-    )
-    .await;
-    app.post(
-        &format!("/admin/products/{product}/stock"),
-        Some(ADMIN_TOKEN),
-        json!({ "delta": -2 }),
-    )
-    .await;
-    let (status, err) = app
-        .post(
-            &format!("/orders/{order_id}/pay"),
-            Some(&token),
-            json!(null),
+    let (status, risen) = app
+        .patch(
+            &format!("/admin/products/{product}"),
+            Some(ADMIN_TOKEN),
+            json!({ "price": 20_000 }),
         )
         .await;
-    assert_eq!(status, StatusCode::PAYMENT_REQUIRED, "{err}");
+    assert_eq!(
+        (status, risen["price"].as_i64()),
+        (StatusCode::OK, Some(20_000)),
+        "{risen}"
+    );
+    let (status, sold_out) = app
+        .post(
+            &format!("/admin/products/{product}/stock"),
+            Some(ADMIN_TOKEN),
+            json!({ "delta": -2 }),
+        )
+        .await;
+    assert_eq!(
+        (status, sold_out["stock"].as_i64()),
+        (StatusCode::OK, Some(0)),
+        "{sold_out}"
+    );
+    assert_eq!(app.stock_of(product).await, 0);
+    let pay = |key: &'static str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/orders/{order_id}/pay")))
+            .bearer_auth(&token)
+            .header("idempotency-key", key);
+        async move {
+            let response = request.send().await.unwrap();
+            let replayed = response.headers().contains_key("idempotent-replayed");
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap(), replayed)
+        }
+    };
+    let (status, err, replayed) = pay("pay-1").await;
+    assert_eq!(
+        (status, code(&err), replayed),
+        (StatusCode::PAYMENT_REQUIRED, "INSUFFICIENT_BALANCE", false),
+        "{err}"
+    );
 
-    app.charge(id, &token, 10_000).await;
-    let (status, paid) = app
-        .post(
-            &format!("/orders/{order_id}/pay"),
-            Some(&token),
-            json!(null),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{paid}");
+    let (status, charged) = app.charge(id, &token, 10_000).await;
+    assert_eq!(
+        (status, charged["balance"].as_i64()),
+        (StatusCode::OK, Some(15_000)),
+        "{charged}"
+    );
+    // The same key replays its 402 even though the balance now suffices; nothing is paid.
+    let (status, again, replayed) = pay("pay-1").await;
+    assert_eq!(
+        (status, &again, replayed),
+        (StatusCode::PAYMENT_REQUIRED, &err, true)
+    );
+    assert_eq!(app.balance_of(id).await, 15_000, "the replay paid nothing");
+    // A new key pays.
+    let (status, paid, replayed) = pay("pay-2").await;
+    assert_eq!((status, replayed), (StatusCode::OK, false), "{paid}");
     assert_eq!(
         (paid["status"].as_str(), paid["total"].as_i64()),
         (Some("PAID"), Some(7_000))
@@ -456,12 +543,41 @@ async fn cart_shows_orderability_and_cart_orders_remove_only_their_lines(backend
     )
     .await;
 
-    for (status, err) in [put(a, 0).await, put(999, 1).await] {
-        assert!(
-            status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND,
-            "{status} {err}"
-        );
-    }
+    let (status, err) = put(a, 0).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["field"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            Some("quantity")
+        ),
+        "{err}"
+    );
+    let (status, err) = put(999, 1).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["id"].as_i64()),
+        (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", Some(999)),
+        "{err}"
+    );
+    // A DISCONTINUED product cannot go into a cart: it is not found for members.
+    let gone = app.product("Gone", 1_000, 10).await;
+    let (status, discontinued) = app
+        .patch(
+            &format!("/admin/products/{gone}"),
+            Some(ADMIN_TOKEN),
+            json!({ "status": "DISCONTINUED" }),
+        )
+        .await;
+    assert_eq!(
+        (status, discontinued["status"].as_str()),
+        (StatusCode::OK, Some("DISCONTINUED"))
+    );
+    let (status, err) = put(gone, 1).await;
+    assert_eq!(
+        (status, code(&err), err["details"]["id"].as_i64()),
+        (StatusCode::NOT_FOUND, "PRODUCT_NOT_FOUND", Some(gone)),
+        "{err}"
+    );
     // Order A and C from the cart: B stays.
     let (status, order) = app
         .post(
@@ -552,7 +668,7 @@ async fn cancel_restores_stock_and_coupon_once(backend: Backend) {
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
+    assert_eq!(app.issue(coupon, &token).await.0, StatusCode::CREATED);
     let (status, order) = app
         .order(
             &token,
@@ -612,31 +728,87 @@ async fn cancel_restores_stock_and_coupon_once(backend: Backend) {
     );
     assert_eq!(app.stock_of(product).await, 5, "restored exactly once");
     // The coupon works again.
-    let (status, _) = app
+    let (status, paid) = app
         .order(&token, &[(product, 1)], json!({ "couponId": coupon }))
         .await;
-    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        (status, paid["status"].as_str()),
+        (StatusCode::CREATED, Some("PAID")),
+        "{paid}"
+    );
+    // PAID is final: cancelling it is refused, and changes nothing.
+    let paid_id = paid["id"].as_i64().unwrap();
+    let balance = app.balance_of(id).await;
     let (status, err) = app
         .post(
-            &format!("/orders/{order_id}/cancel"),
+            &format!("/orders/{paid_id}/cancel"),
             Some(&token),
             json!(null),
         )
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::CONFLICT, "ORDER_NOT_CANCELLABLE")
+        (
+            status,
+            code(&err),
+            err["details"]["orderId"].as_i64(),
+            err["details"]["status"].as_str()
+        ),
+        (
+            StatusCode::CONFLICT,
+            "ORDER_NOT_CANCELLABLE",
+            Some(paid_id),
+            Some("PAID")
+        ),
+        "{err}"
     );
+    let (_, still) = app.get(&format!("/orders/{paid_id}"), Some(&token)).await;
+    assert_eq!(still["status"], "PAID");
+    assert_eq!(app.stock_of(product).await, 4);
+    assert_eq!(app.balance_of(id).await, balance, "no refund");
     assert_invariants(&app).await;
 }
 
+/// Settings for expiry tests: a short reservation, and the background sweeper effectively off
+/// (its first tick runs at start-up, before any order), so tests run the sweep themselves.
+fn short_reservation_no_sweeper(s: &mut shopd::config::Settings) {
+    s.reservation_ttl = std::time::Duration::from_millis(300);
+    s.sweep_interval = std::time::Duration::from_secs(3_600);
+}
+
+/// An unpaid order of 2 `product` with `coupon`, returned once its reservation has passed.
+async fn unpaid_order_until_overdue(app: &TestApp, token: &str, product: i64, coupon: i64) -> i64 {
+    let (status, order) = app
+        .order(
+            token,
+            &[(product, 2)],
+            json!({ "couponId": coupon, "pay": false }),
+        )
+        .await;
+    assert_eq!(
+        (status, order["status"].as_str()),
+        (StatusCode::CREATED, Some("PENDING")),
+        "{order}"
+    );
+    // expiresAt = createdAt + TTL.
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(order[field].as_str().unwrap())
+            .unwrap()
+            .with_timezone(&chrono::Utc)
+    };
+    let (created, expires) = (at("createdAt"), at("expiresAt"));
+    assert_eq!(
+        expires - created,
+        chrono::Duration::from_std(app.settings.reservation_ttl).unwrap(),
+        "{order}"
+    );
+    // Wait out the reservation against the clock (not against a background timer).
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(50)).await;
+    order["id"].as_i64().unwrap()
+}
+
 async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
-    let Some(app) = TestApp::spawn_with(backend, |s| {
-        s.reservation_ttl = std::time::Duration::from_secs(1);
-        s.sweep_interval = std::time::Duration::from_millis(200);
-    })
-    .await
-    else {
+    let Some(app) = TestApp::spawn_with(backend, short_reservation_no_sweeper).await else {
         return;
     };
     let (id, token) = member_with_balance(&app, "kim", 100_000).await;
@@ -644,26 +816,27 @@ async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
     let coupon = app
         .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
         .await;
-    app.issue(coupon, &token).await;
-    let (_, swept) = app
-        .order(
-            &token,
-            &[(product, 2)],
-            json!({ "couponId": coupon, "pay": false }),
-        )
-        .await;
-    let swept_id = swept["id"].as_i64().unwrap();
-    // The background sweeper expires it.
-    let mut status = String::new();
-    for _ in 0..50 {
-        let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
-        status = order["status"].as_str().unwrap().to_string();
-        if status == "EXPIRED" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert_eq!(status, "EXPIRED");
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let swept_id = unpaid_order_until_overdue(&app, &token, product, coupon).await;
+    let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "PENDING", "overdue, not yet swept");
+    assert_eq!(app.stock_of(product).await, 3, "stock still held");
+
+    // The sweeper, run directly: it expires exactly this order, once.
+    let expired = shopd::workers::expire_overdue_orders(app.state())
+        .await
+        .expect("sweep");
+    assert_eq!(expired, 1);
+    assert_eq!(
+        shopd::workers::expire_overdue_orders(app.state())
+            .await
+            .expect("sweep again"),
+        0,
+        "an order expires at most once"
+    );
+    let (_, order) = app.get(&format!("/orders/{swept_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "EXPIRED", "{order}");
     assert_eq!(app.stock_of(product).await, 5);
     let (_, available) = app.get(&format!("/users/{id}/coupons"), Some(&token)).await;
     assert_eq!(
@@ -683,6 +856,67 @@ async fn expired_orders_restore_stock_and_coupon(backend: Backend) {
         (StatusCode::CONFLICT, "ORDER_NOT_PAYABLE")
     );
     assert_eq!(err["details"]["status"], "EXPIRED");
+    assert_eq!(app.balance_of(id).await, 100_000);
+    assert_invariants(&app).await;
+}
+
+async fn paying_after_the_reservation_expired_is_refused_without_the_sweeper(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, short_reservation_no_sweeper).await else {
+        return;
+    };
+    let (id, token) = member_with_balance(&app, "kim", 100_000).await;
+    let product = app.product("Kettle", 10_000, 5).await;
+    let coupon = app
+        .campaign(json!({ "type": "FIXED", "value": 1_000 }), 0, 10)
+        .await;
+    let (status, issued) = app.issue(coupon, &token).await;
+    assert_eq!(status, StatusCode::CREATED, "{issued}");
+    let order_id = unpaid_order_until_overdue(&app, &token, product, coupon).await;
+    assert_eq!(
+        app.stock_of(product).await,
+        3,
+        "not swept: stock still held"
+    );
+
+    let (status, err) = app
+        .post(
+            &format!("/orders/{order_id}/pay"),
+            Some(&token),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, code(&err), err["details"]["status"].as_str()),
+        (StatusCode::CONFLICT, "ORDER_NOT_PAYABLE", Some("EXPIRED")),
+        "{err}"
+    );
+    // The refusal expired the order for real: stock and coupon back, nothing charged.
+    let (_, order) = app.get(&format!("/orders/{order_id}"), Some(&token)).await;
+    assert_eq!(order["status"], "EXPIRED", "{order}");
+    assert_eq!(app.stock_of(product).await, 5);
+    let (_, available) = app.get(&format!("/users/{id}/coupons"), Some(&token)).await;
+    assert_eq!(
+        available["items"].as_array().unwrap().len(),
+        1,
+        "coupon back"
+    );
+    assert_eq!(app.balance_of(id).await, 100_000, "nothing debited");
+    let mut conn = app.db.read().await.unwrap();
+    let payments: i64 = shopd::sql_scalar!(
+        &mut conn,
+        "SELECT COUNT(*) FROM payments WHERE order_id = $1",
+        order_id
+    )
+    .unwrap();
+    assert_eq!(payments, 0, "no payment row");
+    drop(conn);
+    assert_eq!(
+        shopd::workers::expire_overdue_orders(app.state())
+            .await
+            .expect("sweep"),
+        0,
+        "already expired: the sweeper has nothing left to do"
+    );
     assert_invariants(&app).await;
 }
 
@@ -739,6 +973,63 @@ async fn members_never_see_each_others_orders(backend: Backend) {
         .get(&format!("/orders/{order_id}"), Some(&alice_token))
         .await;
     assert_eq!(still["status"], "PENDING", "bob's attempts changed nothing");
+
+    // Bob cannot change Alice's cart either.
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            format!("/users/{alice}/cart/items/{product}"),
+            Some(json!({ "quantity": 1 })),
+        ),
+        (
+            Method::DELETE,
+            format!("/users/{alice}/cart/items/{product}"),
+            None,
+        ),
+        (Method::DELETE, format!("/users/{alice}/cart"), None),
+    ] {
+        let (status, err) = app
+            .request(method.clone(), &path, Some(&bob_token), body.as_ref(), None)
+            .await;
+        assert_eq!(
+            (status, code(&err)),
+            (StatusCode::FORBIDDEN, "FORBIDDEN"),
+            "{method} {path}: {err}"
+        );
+    }
+
+    // An admin may pay a member's order: the member's balance pays it.
+    let (status, paid) = app
+        .post(
+            &format!("/orders/{order_id}/pay"),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, paid["status"].as_str(), paid["userId"].as_i64()),
+        (StatusCode::OK, Some("PAID"), Some(alice)),
+        "{paid}"
+    );
+    assert_eq!(app.balance_of(alice).await, 100_000 - 1_000);
+    // ... and cancel a member's PENDING order.
+    let (_, other) = app
+        .order(&alice_token, &[(product, 2)], json!({ "pay": false }))
+        .await;
+    let (status, cancelled) = app
+        .post(
+            &format!("/orders/{}/cancel", other["id"]),
+            Some(ADMIN_TOKEN),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("CANCELLED")),
+        "{cancelled}"
+    );
+    assert_eq!(app.stock_of(product).await, 10 - 1);
+    assert_invariants(&app).await;
 }
 
 async fn order_requests_are_validated(backend: Backend) {
@@ -871,7 +1162,8 @@ async fn orders_are_listed_with_history(backend: Backend) {
         .get(&format!("/users/{id}/orders?status=LOST"), Some(&token))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
 }

@@ -7,6 +7,11 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use shopd::mock_platform::MockConfig;
 
+use shopd::config::Settings;
+use shopd::db::{Db, DbOptions};
+use shopd::sql_scalar;
+
+use crate::crash::{drop_scratch_database, scratch_database, start_with};
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code, eventually, mock_platform};
 use crate::invariants::assert_invariants;
 use crate::on_both_backends;
@@ -17,6 +22,7 @@ on_both_backends!(
     a_dead_platform_leads_to_dead_events_that_can_be_replayed,
     events_committed_before_a_crash_are_delivered_after_restart,
     two_instances_deliver_every_event,
+    any_2xx_is_delivered_and_requests_name_the_event,
 );
 
 const SECRET: &str = "whsec_test";
@@ -237,8 +243,9 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
         .get("/admin/outbox?status=LOST", Some(ADMIN_TOKEN))
         .await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
+        "{err}"
     );
     let (_, member) = app.post("/users", None, json!({ "name": "m" })).await;
     let (status, _) = app.get("/admin/outbox", member["token"].as_str()).await;
@@ -246,42 +253,112 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
 }
 
 async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Backend) {
-    // First life: the relay never gets to deliver (no platform configured, as if it crashed
-    // right after commit).
-    let Some(app) = TestApp::spawn(backend).await else {
+    // First life: a child `shopd serve` whose platform hangs, so the paid orders' events are
+    // committed and claimed (leased, in flight) when the process is SIGKILLed.
+    let (hanging, hanging_url) = mock_platform(MockConfig {
+        delay: Duration::from_secs(60),
+        ..MockConfig::default()
+    })
+    .await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let Some((url, pg)) = scratch_database(backend, scratch.path()).await else {
         return;
     };
+    let mut server = start_with(
+        &url,
+        &[
+            "--data-platform-url",
+            &hanging_url,
+            // The claim's lease is 3 x the timeout: the restart re-claims within seconds.
+            "--data-platform-timeout",
+            "1s",
+            "--outbox-backoff-base",
+            "100ms",
+        ],
+    )
+    .await;
+    let db = Db::connect(&url, &DbOptions::default()).await.expect("db");
+    let mut settings = Settings::for_database(url.clone());
+    settings.admin_token = vec![ADMIN_TOKEN.to_string()];
+    let app = TestApp::external(server.address.clone(), db.clone(), settings.clone());
     let product = app.product("Mug", 1_000, 100).await;
-    pay_orders(&app, product, 5).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(event_ids_by_status(&app, "PENDING").await.len(), 5);
-
-    // Second life on the same database: the start-up sweep delivers what was committed.
-    let (platform, url) = mock_platform(MockConfig::default()).await;
-    let restarted = app.instance_with(|s| s.data_platform_url = Some(url)).await;
+    let orders = pay_orders(&app, product, 5).await;
     assert!(
-        eventually(10, || async { platform.stats().unique_events == 5 }).await,
+        eventually(10, || async { hanging.stats().requests >= 5 }).await,
+        "the first life attempted every delivery: {:?}",
+        hanging.stats()
+    );
+    server.child.start_kill().expect("SIGKILL");
+    let _ = server.child.wait().await;
+    assert_eq!(hanging.stats().unique_events, 0, "nothing was delivered");
+    let mut conn = db.read().await.expect("read");
+    let pending: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT COUNT(*) FROM outbox_events WHERE status = 'PENDING'"
+    )
+    .expect("pending");
+    assert_eq!(pending, 5, "the events outlived the crash, undelivered");
+    drop(conn);
+
+    // Second life on the same database, with a working platform: it delivers them all, once.
+    let (platform, platform_url) = mock_platform(MockConfig::default()).await;
+    let server = start_with(
+        &url,
+        &[
+            "--data-platform-url",
+            &platform_url,
+            "--outbox-sweep-interval",
+            "200ms",
+        ],
+    )
+    .await;
+    let restarted = TestApp::external(server.address.clone(), db.clone(), settings);
+    assert!(
+        eventually(15, || async { platform.stats().unique_events == 5 }).await,
         "{:?}",
         platform.stats()
     );
+    let mut received: Vec<i64> = platform
+        .events()
+        .iter()
+        .map(|e| e["order"]["id"].as_i64().unwrap())
+        .collect();
+    received.sort_unstable();
+    let mut expected = orders;
+    expected.sort_unstable();
+    assert_eq!(received, expected);
     assert!(
         eventually(5, || async {
             event_ids_by_status(&restarted, "DELIVERED").await.len() == 5
         })
         .await
     );
+    assert_eq!(platform.stats().duplicates, 0, "{:?}", platform.stats());
+    assert_invariants(&restarted).await;
+    drop(server);
+    db.close().await;
+    drop_scratch_database(pg).await;
 }
 
 async fn two_instances_deliver_every_event(backend: Backend) {
+    // A slow platform (but well within the delivery timeout, so no lease expires): deliveries of
+    // both instances overlap, and an event claimed by both would reach it twice.
     let (platform, url) = mock_platform(MockConfig {
-        delay: Duration::from_millis(5),
+        delay: Duration::from_millis(50),
         ..MockConfig::default()
     })
     .await;
-    let Some(first) = TestApp::spawn_with(backend, |s| s.data_platform_url = Some(url)).await
+    let Some(first) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.outbox_sweep_interval = Duration::from_millis(20);
+    })
+    .await
     else {
         return;
     };
+    // On PostgreSQL the second instance has its own pool and committer, so the two relays race
+    // for claims. On SQLite the harness shares one `Db` handle (one committer), so claims are
+    // serialised by it: there this checks two relays over one database, not a race of pools.
     let second = first.second_instance().await;
     let product = first.product("Mug", 1_000, 1_000).await;
     let members = first.members_bulk(40).await;
@@ -297,11 +374,89 @@ async fn two_instances_deliver_every_event(backend: Backend) {
         "{:?}",
         platform.stats()
     );
+    // Once all are recorded DELIVERED no relay can claim any again: the counts are final.
     assert!(
         eventually(5, || async {
             event_ids_by_status(&first, "DELIVERED").await.len() == 40
         })
         .await
     );
+    let stats = platform.stats();
+    assert_eq!(stats.duplicates, 0, "no event sent twice: {stats:?}");
+    assert_eq!(
+        stats.requests, stats.unique_events,
+        "one request per event: {stats:?}"
+    );
     assert_invariants(&first).await;
+}
+
+async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
+    // A receiver that answers 202 Accepted and records the headers of each request.
+    type Seen = std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>;
+    let seen: Seen = Default::default();
+    async fn receive(
+        axum::extract::State(seen): axum::extract::State<Seen>,
+        headers: axum::http::HeaderMap,
+        body: String,
+    ) -> axum::http::StatusCode {
+        let header = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("<missing>")
+                .to_string()
+        };
+        seen.lock()
+            .unwrap()
+            .push((header("shopd-event-id"), header("shopd-event-type"), body));
+        axum::http::StatusCode::ACCEPTED
+    }
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/events", axum::routing::post(receive))
+        .with_state(seen.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        // A 202 taken for a failure would be retried after 10 ms, and seen again.
+        s.outbox_backoff_base = Duration::from_millis(10);
+        s.outbox_backoff_max = Duration::from_millis(10);
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 3).await;
+    assert!(
+        eventually(10, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 3
+        })
+        .await,
+        "202 counts as delivered"
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen.len(),
+        3,
+        "one request per event, no retry of a 202: {seen:?}"
+    );
+    let mut delivered = event_ids_by_status(&app, "DELIVERED").await;
+    delivered.sort();
+    let mut ids: Vec<String> = seen.iter().map(|(id, _, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, delivered, "shopd-event-id names the event");
+    for (id, event_type, body) in &seen {
+        assert_eq!(event_type, "ORDER_PAID", "shopd-event-type");
+        let payload: Value = serde_json::from_str(body).unwrap();
+        assert_eq!(payload["eventId"].as_str(), Some(id.as_str()));
+        assert_eq!(payload["type"], "ORDER_PAID");
+        // SPEC §10 payload fields, present even without a coupon.
+        assert_eq!(payload["order"]["discount"], 0, "{payload}");
+        assert_eq!(payload["order"]["subtotal"], 1_000, "{payload}");
+        assert_eq!(payload["order"]["total"], 1_000, "{payload}");
+    }
 }

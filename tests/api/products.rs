@@ -82,8 +82,13 @@ async fn catalogue_lists_only_products_on_sale(backend: Backend) {
     );
     let (status, err) = app.get("/products/mug", None).await;
     assert_eq!(
-        (status, code(&err)),
-        (StatusCode::BAD_REQUEST, "VALIDATION_ERROR")
+        (status, code(&err), err["details"]["field"].as_str()),
+        (
+            StatusCode::BAD_REQUEST,
+            "VALIDATION_ERROR",
+            Some("productId")
+        ),
+        "{err}"
     );
 }
 

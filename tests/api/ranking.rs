@@ -59,7 +59,7 @@ async fn best_sellers_rank_paid_sales_by_day(backend: Backend) {
     };
     let (id, token) = app.member("buyer").await;
     for _ in 0..3 {
-        app.charge(id, &token, 1_000_000).await;
+        assert_eq!(app.charge(id, &token, 1_000_000).await.0, StatusCode::OK);
     }
     let a = app.product("A", 1_000, 1_000).await;
     let b = app.product("B", 2_000, 1_000).await;
@@ -71,16 +71,33 @@ async fn best_sellers_rank_paid_sales_by_day(backend: Backend) {
     sell(&app, &token, &[(c, 1)], 1).await;
     sell(&app, &token, &[(d, 20)], 5).await; // only within 7 days
     sell(&app, &token, &[(a, 1)], 40).await; // outside any window
-    // Orders that are not PAID never count.
-    app.order(&token, &[(d, 100)], json!({ "pay": false }))
+    // Orders that are not PAID never count (each set up for real, checked).
+    let (status, unpaid) = app
+        .order(&token, &[(d, 100)], json!({ "pay": false }))
         .await;
-    let (_, cancelled) = app.order(&token, &[(b, 50)], json!({ "pay": false })).await;
-    app.post(
-        &format!("/orders/{}/cancel", cancelled["id"]),
-        Some(&token),
-        json!(null),
-    )
-    .await;
+    assert_eq!(
+        (status, unpaid["status"].as_str()),
+        (StatusCode::CREATED, Some("PENDING")),
+        "{unpaid}"
+    );
+    let (status, cancelled) = app.order(&token, &[(b, 50)], json!({ "pay": false })).await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::CREATED, Some("PENDING")),
+        "{cancelled}"
+    );
+    let (status, cancelled) = app
+        .post(
+            &format!("/orders/{}/cancel", cancelled["id"]),
+            Some(&token),
+            json!(null),
+        )
+        .await;
+    assert_eq!(
+        (status, cancelled["status"].as_str()),
+        (StatusCode::OK, Some("CANCELLED")),
+        "{cancelled}"
+    );
 
     // The sales above were moved into the past after the start-up run: rebuild every day.
     let (status, refreshed) = app
@@ -139,9 +156,13 @@ async fn ranking_bounds_and_idempotent_job(backend: Backend) {
     for query in ["days=0", "days=31", "limit=0", "limit=101", "days=x"] {
         let (status, err) = app.get(&format!("/products/popular?{query}"), None).await;
         assert_eq!(
-            (status, code(&err)),
-            (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
-            "{query}"
+            (status, code(&err), err["details"]["field"].as_str()),
+            (
+                StatusCode::BAD_REQUEST,
+                "VALIDATION_ERROR",
+                query.split('=').next()
+            ),
+            "{query} -> {err}"
         );
     }
     let (id, token) = app.member("buyer").await;
