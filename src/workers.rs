@@ -128,7 +128,8 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
     Ok(expired)
 }
 
-async fn purge_idempotency_keys(state: &AppState) -> anyhow::Result<()> {
+/// Forget idempotency keys older than [`IDEMPOTENCY_RETENTION`] (SPEC §7: kept at least 24 h).
+pub async fn purge_idempotency_keys(state: &AppState) -> anyhow::Result<()> {
     let now = store::now();
     let purged = state
         .db

@@ -20,4 +20,5 @@ mod orders;
 mod outbox;
 mod products;
 mod ranking;
+mod rules;
 mod token_cache;
