@@ -109,7 +109,7 @@ async fn every_serve_option_has_an_environment_variable() {
     let help = String::from_utf8_lossy(&output.stdout);
     let mut options = 0;
     let mut block = String::new();
-    let mut check = |block: &str| {
+    let check = |block: &str| {
         let flag = block.split_whitespace().next().unwrap_or_default();
         if flag.starts_with("--") && flag != "--help" && flag != "-h," {
             assert!(
