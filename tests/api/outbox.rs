@@ -23,7 +23,52 @@ on_both_backends!(
     events_committed_before_a_crash_are_delivered_after_restart,
     two_instances_deliver_every_event,
     any_2xx_is_delivered_and_requests_name_the_event,
+    a_failed_delivery_waits_out_its_backoff,
 );
+
+/// After a failed attempt the event is not retried before its backoff (base 2 s, jitter keeps
+/// at least half), and `nextAttemptAt` says when it will be.
+async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig {
+        fail_rate: 1.0,
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.outbox_backoff_base = Duration::from_secs(2);
+        s.outbox_backoff_max = Duration::from_secs(10);
+        s.outbox_sweep_interval = Duration::from_millis(50);
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 1).await;
+    assert!(eventually(10, || async { platform.stats().failed_on_purpose >= 1 }).await);
+    let failed_at = chrono::Utc::now();
+    let (_, page) = app
+        .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
+        .await;
+    let event = &page["items"][0];
+    assert_eq!(event["attempts"], 1, "{event}");
+    let next: chrono::DateTime<chrono::Utc> = event["nextAttemptAt"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .expect("nextAttemptAt");
+    assert!(
+        next - failed_at >= chrono::Duration::milliseconds(700),
+        "the retry is scheduled at least half the base away: {event}"
+    );
+    // The relay sweeps every 50 ms, yet does not retry before the backoff.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        platform.stats().failed_on_purpose,
+        1,
+        "no retry inside the backoff"
+    );
+}
 
 const SECRET: &str = "whsec_test";
 

@@ -12,7 +12,40 @@ use crate::on_both_backends;
 on_both_backends!(
     several_admin_tokens_are_each_accepted,
     idempotency_keys_are_kept_a_day_then_purged,
+    the_periodic_sweep_expires_unpaid_orders_by_itself,
 );
+
+/// The background sweeper (not a direct call) expires an unpaid order once its reservation
+/// runs out, giving the stock back.
+async fn the_periodic_sweep_expires_unpaid_orders_by_itself(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.reservation_ttl = std::time::Duration::from_millis(300);
+        s.sweep_interval = std::time::Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 10).await;
+    let (_, token) = app.member("Ann").await;
+    let (status, order) = app
+        .order(&token, &[(product, 3)], json!({ "pay": false }))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    assert_eq!(app.stock_of(product).await, 7, "reserved");
+    let id = order["id"].as_i64().expect("id");
+    let app = &app;
+    let token = &token;
+    assert!(
+        crate::helpers::eventually(5, || async move {
+            let (_, order) = app.get(&format!("/orders/{id}"), Some(token)).await;
+            order["status"] == "EXPIRED"
+        })
+        .await,
+        "the sweeper expired the order on its own"
+    );
+    assert_eq!(app.stock_of(product).await, 10, "stock given back");
+}
 
 async fn several_admin_tokens_are_each_accepted(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |s| {
