@@ -21,7 +21,62 @@ const SHOPD: &str = env!("CARGO_BIN_EXE_shopd");
 const ORDERS: usize = 300;
 const MEMBERS: usize = 20;
 
-on_both_backends!(a_kill_mid_batch_loses_no_answer_and_half_applies_nothing);
+on_both_backends!(
+    a_kill_mid_batch_loses_no_answer_and_half_applies_nothing,
+    sigterm_finishes_in_flight_requests_then_exits,
+);
+
+/// SIGTERM (SPEC §12): the server stops accepting, answers what it has in flight, and exits 0.
+/// A one-second commit wait keeps a write in flight when the signal arrives.
+async fn sigterm_finishes_in_flight_requests_then_exits(backend: Backend) {
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let Some((url, pg)) = scratch_database(backend, scratch.path()).await else {
+        return;
+    };
+    let mut server = start_with(&url, &["--commit-wait", "1s"]).await;
+    let client = reqwest::Client::new();
+    let in_flight = tokio::spawn({
+        let url = format!("{}/users", server.address);
+        let client = client.clone();
+        async move {
+            client
+                .post(url)
+                .json(&json!({ "name": "late" }))
+                .send()
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = server.child.id().expect("pid").to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let response = in_flight
+        .await
+        .expect("join")
+        .expect("answered, not dropped");
+    assert_eq!(
+        response.status(),
+        StatusCode::CREATED,
+        "the in-flight write finished"
+    );
+    let exit = tokio::time::timeout(Duration::from_secs(10), server.child.wait())
+        .await
+        .expect("exits after draining")
+        .expect("wait");
+    assert!(exit.success(), "clean exit: {exit:?}");
+    assert!(
+        client
+            .get(format!("{}/healthz", server.address))
+            .send()
+            .await
+            .is_err(),
+        "no longer accepting"
+    );
+    drop_scratch_database(pg).await;
+}
 
 pub(crate) struct Server {
     pub(crate) child: tokio::process::Child,
