@@ -323,6 +323,23 @@ async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::E
     result
 }
 
+/// [`run_jobs`], but a command that panics fails its batch (rolled back, every caller 503)
+/// instead of taking the committer thread — and with it every later write — down.
+async fn run_jobs_guarded(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(run_jobs(tx, batch))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => {
+            CURRENT_BATCH.with(|b| b.set(None));
+            tracing::error!("committer: a command panicked; its batch is rolled back");
+            Err(sqlx::Error::Protocol("a command panicked".into()))
+        }
+    }
+}
+
 /// Savepoint statements travel with their neighbours: ending one command's savepoint and
 /// opening the next one's is a single round trip, and the last one ends with the COMMIT.
 async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
@@ -419,7 +436,7 @@ fn sqlite_committer(
             };
             let mut tx = Tx::Lite(lite);
             let committed = match tx.raw_batch("BEGIN IMMEDIATE").await {
-                Ok(()) => match run_jobs(&mut tx, &mut batch).await {
+                Ok(()) => match run_jobs_guarded(&mut tx, &mut batch).await {
                     Ok(()) => Ok(()),
                     Err(err) => {
                         let _ = tx.raw_batch("ROLLBACK").await;
@@ -472,7 +489,7 @@ fn postgres_committer(
             let mut tx = Tx::PgBatch(pg);
             let result = async {
                 begin_and_lock(&mut tx, &batch).await?;
-                run_jobs(&mut tx, &mut batch).await
+                run_jobs_guarded(&mut tx, &mut batch).await
             }
             .await;
             let committed = match result {

@@ -25,6 +25,7 @@ on_both_backends!(
     a_background_job_error_keeps_its_root_cause,
     commits_are_durable_unless_relaxed,
     readyz_is_503_when_the_database_is_down,
+    a_panicking_command_fails_its_batch_not_the_committer,
 );
 
 /// Settings that make concurrent writes land in one batch: one committer (PostgreSQL runs
@@ -431,4 +432,30 @@ async fn readyz_is_503_when_the_database_is_down(backend: Backend) {
         (StatusCode::SERVICE_UNAVAILABLE, Some("NOT_READY")),
         "{body}"
     );
+}
+
+async fn a_panicking_command_fails_its_batch_not_the_committer(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let result = app
+        .db
+        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", 1_i64)?;
+            panic!("a bug in a command");
+        })
+        .await;
+    let err = result.expect_err("the batch failed");
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+    assert!(scratch_rows(&app).await.is_empty(), "nothing applied");
+    // The committer is still there for the next write.
+    app.db
+        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", 2_i64)?;
+            Ok(())
+        })
+        .await
+        .expect("later writes commit");
+    assert_eq!(scratch_rows(&app).await, vec![2]);
 }
