@@ -285,6 +285,15 @@ impl Db {
         connect: SqliteConnectOptions,
         options: &DbOptions,
     ) -> anyhow::Result<Db> {
+        // The committer writes through a connection of its own: it and the read pool must
+        // open the same file.
+        let file = connect.get_filename().to_string_lossy();
+        if file.is_empty() || file.contains(":memory:") || file.contains("in-memory") {
+            anyhow::bail!(
+                "an in-memory SQLite database cannot be shared by the committer and the readers: \
+                 give a file path (sqlite://PATH)"
+            );
+        }
         let synchronous = if options.sqlite_durable {
             SqliteSynchronous::Full
         } else {
@@ -391,4 +400,17 @@ impl Db {
 pub fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|e| e.is_unique_violation())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_clearly() {
+        let err = Db::connect("sqlite::memory:", &DbOptions::default())
+            .await
+            .expect_err("refused");
+        assert!(format!("{err:#}").contains("file path"), "{err:#}");
+    }
 }
