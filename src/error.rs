@@ -112,10 +112,6 @@ impl crate::db::CommandError for AppError {
             cause: None,
         }
     }
-
-    fn from_db(err: sqlx::Error) -> Self {
-        err.into()
-    }
 }
 
 impl AppError {

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::auth::Principal;
-use crate::db::{Locks, Savepoint, Tx};
+use crate::db::{Locks, Tx};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
 use crate::store::{self, idempotency as keys};
@@ -85,10 +85,10 @@ where
             if let Some(answer) = claim(tx, &scope, &key, &fingerprint, lease).await? {
                 return Ok(answer);
             }
-            tx.savepoint(Savepoint::Operation).await?;
+            tx.nested_savepoint().await?;
             match op(tx).await {
                 Ok(reply) => {
-                    tx.release(Savepoint::Operation).await?;
+                    tx.release_nested().await?;
                     let body = reply.body.to_string();
                     keys::complete(tx, &scope, &key, reply.status.as_u16(), &body).await?;
                     Ok(Answer::Fresh(reply))
@@ -96,7 +96,7 @@ where
                 // Unexpected: roll back the key with the effect, so a retry runs again.
                 Err(err) if err.status().is_server_error() => Err(err),
                 Err(err) => {
-                    tx.rollback_to(Savepoint::Operation).await?;
+                    tx.undo_nested().await?;
                     let body = serde_json::to_string(&err.body()).map_err(anyhow::Error::from)?;
                     keys::complete(tx, &scope, &key, err.status().as_u16(), &body).await?;
                     Ok(Answer::Rejected(err))

@@ -45,9 +45,6 @@ pub type Command<T, E> =
 pub trait CommandError: Sized {
     /// The answer to every caller of a batch that could not commit, or of a full queue.
     fn unavailable(reason: &'static str) -> Self;
-    /// A failure of the database itself (connection, protocol): the batch's transaction may be
-    /// unusable, so the savepoint is rolled back before the next command.
-    fn from_db(err: sqlx::Error) -> Self;
 }
 
 /// Rows a command will lock, declared up front so a batch locks them in one global order

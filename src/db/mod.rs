@@ -97,13 +97,6 @@ pub enum Tx {
     PgBatch(PgConnection),
 }
 
-/// The savepoints a batch nests: one per command, one around an idempotent operation.
-#[derive(Clone, Copy, Debug)]
-pub enum Savepoint {
-    Command,
-    Operation,
-}
-
 /// A pooled connection for reads outside a transaction.
 pub enum Conn {
     Sqlite(PoolConnection<Sqlite>),
@@ -165,30 +158,21 @@ impl Tx {
         }
     }
 
-    pub async fn savepoint(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
-        let sql = match sp {
-            Savepoint::Command => "SAVEPOINT cmd",
-            Savepoint::Operation => "SAVEPOINT op",
-        };
-        crate::sql_execute!(self, sql).map(|_| ())
+    /// Open the savepoint nested in a command around an idempotent operation, so that a
+    /// rejection can be undone while the key's stored answer is kept.
+    pub async fn nested_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        self.raw_batch("SAVEPOINT op").await
     }
 
-    pub async fn release(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
-        let sql = match sp {
-            Savepoint::Command => "RELEASE SAVEPOINT cmd",
-            Savepoint::Operation => "RELEASE SAVEPOINT op",
-        };
-        crate::sql_execute!(self, sql).map(|_| ())
+    /// Keep the nested operation's work.
+    pub async fn release_nested(&mut self) -> Result<(), sqlx::Error> {
+        self.raw_batch("RELEASE SAVEPOINT op").await
     }
 
-    /// Undo everything since the savepoint, and drop it.
-    pub async fn rollback_to(&mut self, sp: Savepoint) -> Result<(), sqlx::Error> {
-        let (undo, release) = match sp {
-            Savepoint::Command => ("ROLLBACK TO SAVEPOINT cmd", "RELEASE SAVEPOINT cmd"),
-            Savepoint::Operation => ("ROLLBACK TO SAVEPOINT op", "RELEASE SAVEPOINT op"),
-        };
-        crate::sql_execute!(self, undo)?;
-        crate::sql_execute!(self, release).map(|_| ())
+    /// Undo the nested operation's work (one round trip).
+    pub async fn undo_nested(&mut self) -> Result<(), sqlx::Error> {
+        self.raw_batch("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op")
+            .await
     }
 
     /// Committer only: statements without parameters, several at once (one round trip on

@@ -86,17 +86,6 @@ pub async fn complete(
     Ok(())
 }
 
-/// Forget a key whose request failed unexpectedly, so a retry runs again.
-pub async fn release(tx: &mut Tx, scope: &str, key: &str) -> AppResult<()> {
-    sql_execute!(
-        tx,
-        "DELETE FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
-        scope,
-        key
-    )?;
-    Ok(())
-}
-
 /// Delete keys older than `cutoff` that are not in flight. Returns how many went.
 pub async fn purge_older_than(
     tx: &mut Tx,
