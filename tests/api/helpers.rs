@@ -67,6 +67,34 @@ pub struct TestApp {
     /// The server's state, to run its background jobs directly (`None` for an external server).
     pub state: Option<shopd::AppState>,
     storage: Storage,
+    /// Stops this harness's server (as SIGTERM would) and waits for it: run on drop, before
+    /// the database is removed, so no worker is still using it.
+    server: Option<RunningServer>,
+}
+
+struct RunningServer {
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// `TEST_LOG=1` (or a filter such as `TEST_LOG=shopd=debug`) shows the servers' tracing
+/// output in the test's output; silent otherwise.
+fn init_test_log() {
+    static INIT: std::sync::Once = std::sync::Once::new();
+    INIT.call_once(|| {
+        let Ok(filter) = std::env::var("TEST_LOG") else {
+            return;
+        };
+        let filter = if filter == "1" {
+            "info".to_string()
+        } else {
+            filter
+        };
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    });
 }
 
 fn postgres_url() -> (String, bool) {
@@ -147,6 +175,7 @@ impl TestApp {
         backend: Backend,
         adjust: impl FnOnce(&mut Settings),
     ) -> Option<TestApp> {
+        init_test_log();
         let mut settings = Settings::for_database("(test)");
         settings.admin_token = vec![ADMIN_TOKEN.to_string()];
         adjust(&mut settings);
@@ -184,7 +213,7 @@ impl TestApp {
             }
         };
         db.migrate().await.expect("migrate");
-        let (address, state) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state, server) = Self::start(settings.clone(), db.clone()).await;
         Some(TestApp {
             address,
             client: reqwest::Client::new(),
@@ -193,17 +222,28 @@ impl TestApp {
             ranking: state.ranking.clone(),
             state: Some(state),
             storage,
+            server: Some(server),
         })
     }
 
-    async fn start(settings: Settings, db: Db) -> (String, shopd::AppState) {
+    async fn start(settings: Settings, db: Db) -> (String, shopd::AppState, RunningServer) {
         let app = shopd::Application::build_with_db(settings, db)
             .await
             .expect("build app");
         let address = format!("http://127.0.0.1:{}", app.port());
         let state = app.state().clone();
-        tokio::spawn(app.run_until_stopped());
-        (address, state)
+        let shutdown = app.shutdown_token();
+        let task = tokio::spawn(app.run_until_stopped());
+        (address, state, RunningServer { shutdown, task })
+    }
+
+    /// Stop this harness's server as SIGTERM would (in-flight requests finish, workers stop,
+    /// the pool closes) and wait for it. Dropping the app does this too.
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown.cancel();
+            let _ = server.task.await;
+        }
     }
 
     /// This server's state (for running its sweeper or relay directly).
@@ -227,7 +267,7 @@ impl TestApp {
             }
             Storage::Sqlite(_) | Storage::Shared => self.db.clone(),
         };
-        let (address, state) = Self::start(settings.clone(), db.clone()).await;
+        let (address, state, server) = Self::start(settings.clone(), db.clone()).await;
         TestApp {
             address,
             client: reqwest::Client::new(),
@@ -236,6 +276,7 @@ impl TestApp {
             ranking: state.ranking.clone(),
             state: Some(state),
             storage: Storage::Shared,
+            server: Some(server),
         }
     }
 
@@ -251,6 +292,7 @@ impl TestApp {
             // Not this process's server: its snapshot and state live in the child.
             ranking: shopd::ranking::RankingCache::default(),
             state: None,
+            server: None,
         }
     }
 
@@ -378,8 +420,28 @@ async fn connect_pg_schema(base_url: &str, schema: &str, options: DbOptions) -> 
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        // Stop the server first: no request, relay, sweeper or ranking job may still run
+        // against a schema being dropped (they used to deadlock with DROP SCHEMA).
+        let stopping = self.server.take().map(|server| {
+            server.shutdown.cancel();
+            server.task
+        });
+        // Waiting needs another runtime thread to drive the server (all tests here run on the
+        // multi-threaded runtime; on a current-thread one, only cancel).
+        let can_wait = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        let waited = stopping.filter(|_| can_wait).map(|task| {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while !task.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            task.is_finished()
+        });
         if let Storage::Postgres { base_url, schema } = &self.storage {
             let (base_url, schema) = (base_url.clone(), schema.clone());
+            if waited == Some(false) {
+                announce_slow_stop(&schema);
+            }
             // Drop runs inside the test's runtime: clean up from a separate thread.
             let _ = std::thread::spawn(move || {
                 let rt = tokio::runtime::Builder::new_current_thread()
@@ -389,10 +451,18 @@ impl Drop for TestApp {
                 rt.block_on(async {
                     let pool = sqlx::PgPool::connect(&base_url).await.ok()?;
                     let sql = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
-                    sqlx::query(sqlx::AssertSqlSafe(sql))
-                        .execute(&pool)
-                        .await
-                        .ok()?;
+                    // A second instance's server may still be stopping: retry a lock conflict.
+                    for _ in 0..5 {
+                        match sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                            .execute(&pool)
+                            .await
+                        {
+                            Ok(_) => break,
+                            Err(_) => {
+                                tokio::time::sleep(std::time::Duration::from_millis(200)).await
+                            }
+                        }
+                    }
                     pool.close().await;
                     Some(())
                 })
@@ -400,6 +470,16 @@ impl Drop for TestApp {
             .join();
         }
     }
+}
+
+/// A server that did not stop within 10 s of its shutdown: say so (its schema is dropped
+/// anyway), since graceful shutdown is supposed to be quick.
+fn announce_slow_stop(schema: &str) {
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr().lock(),
+        "*** test server on schema {schema} did not stop within 10 s of its shutdown"
+    );
 }
 
 /// The error code of an error body.
