@@ -237,15 +237,6 @@ impl TestApp {
         (address, state, RunningServer { shutdown, task })
     }
 
-    /// Stop this harness's server as SIGTERM would (in-flight requests finish, workers stop,
-    /// the pool closes) and wait for it. Dropping the app does this too.
-    pub async fn stop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.shutdown.cancel();
-            let _ = server.task.await;
-        }
-    }
-
     /// This server's state (for running its sweeper or relay directly).
     pub fn state(&self) -> &shopd::AppState {
         self.state.as_ref().expect("a server this harness started")
