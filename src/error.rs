@@ -83,6 +83,13 @@ pub enum AppError {
     Internal(#[from] anyhow::Error),
 }
 
+/// A domain rule refused an input: `400 VALIDATION_ERROR` naming the field.
+impl From<crate::domain::invalid::Invalid> for AppError {
+    fn from(invalid: crate::domain::invalid::Invalid) -> Self {
+        AppError::validation(&invalid.field, invalid.reason)
+    }
+}
+
 impl From<sqlx::Error> for AppError {
     fn from(err: sqlx::Error) -> Self {
         let retryable = match &err {
@@ -289,4 +296,18 @@ pub async fn json_error_bodies(req: Request, next: Next) -> Response {
         parts.headers.insert(name.clone(), value.clone());
     }
     Response::from_parts(parts, json.into_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::invalid::Invalid;
+
+    #[test]
+    fn a_domain_refusal_is_a_400_naming_the_field() {
+        let err = AppError::from(Invalid::new("amount", "must be a positive integer"));
+        assert_eq!(err.code(), "VALIDATION_ERROR");
+        assert_eq!(err.body().details["field"], "amount");
+        assert_eq!(err.body().details["reason"], "must be a positive integer");
+    }
 }

@@ -6,9 +6,9 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::invalid::Invalid;
 use crate::domain::product::MAX_PRICE;
 use crate::domain::text::required_text;
-use crate::error::AppError;
 
 pub const MAX_TOTAL_QUANTITY: i64 = 100_000_000;
 pub const MAX_VALID_DAYS: i64 = 3_650;
@@ -52,21 +52,17 @@ pub enum Discount {
 }
 
 impl Discount {
-    pub fn parse(
-        kind: DiscountType,
-        value: i64,
-        max_amount: Option<i64>,
-    ) -> Result<Self, AppError> {
+    pub fn parse(kind: DiscountType, value: i64, max_amount: Option<i64>) -> Result<Self, Invalid> {
         match kind {
             DiscountType::Fixed => {
                 if !(1..=MAX_AMOUNT).contains(&value) {
-                    return Err(AppError::validation(
+                    return Err(Invalid::new(
                         "discount.value",
                         format!("must be between 1 and {MAX_AMOUNT}"),
                     ));
                 }
                 if max_amount.is_some() {
-                    return Err(AppError::validation(
+                    return Err(Invalid::new(
                         "discount.maxAmount",
                         "applies only to PERCENT discounts",
                     ));
@@ -75,7 +71,7 @@ impl Discount {
             }
             DiscountType::Percent => {
                 if !(1..=100).contains(&value) {
-                    return Err(AppError::validation(
+                    return Err(Invalid::new(
                         "discount.value",
                         "must be a percentage between 1 and 100",
                     ));
@@ -83,7 +79,7 @@ impl Discount {
                 if let Some(max) = max_amount
                     && !(1..=MAX_AMOUNT).contains(&max)
                 {
-                    return Err(AppError::validation(
+                    return Err(Invalid::new(
                         "discount.maxAmount",
                         format!("must be between 1 and {MAX_AMOUNT}"),
                     ));
@@ -185,32 +181,29 @@ pub struct CampaignInput<'a> {
 
 impl NewCampaign {
     /// Validate a campaign; `now` is the default issue start.
-    pub fn parse(input: CampaignInput<'_>, now: DateTime<Utc>) -> Result<Self, AppError> {
+    pub fn parse(input: CampaignInput<'_>, now: DateTime<Utc>) -> Result<Self, Invalid> {
         let name = required_text("name", input.name, 200)?;
         let discount =
             Discount::parse(input.discount_type, input.discount_value, input.max_amount)?;
         let min_order_amount = input.min_order_amount.unwrap_or(0);
         if !(0..=MAX_AMOUNT).contains(&min_order_amount) {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "minOrderAmount",
                 format!("must be between 0 and {MAX_AMOUNT}"),
             ));
         }
         if !(1..=MAX_TOTAL_QUANTITY).contains(&input.total_quantity) {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "totalQuantity",
                 format!("must be between 1 and {MAX_TOTAL_QUANTITY}"),
             ));
         }
         let issue_starts_at = input.issue_starts_at.unwrap_or(now);
         if input.issue_ends_at <= issue_starts_at {
-            return Err(AppError::validation(
-                "issueEndsAt",
-                "must be after issueStartsAt",
-            ));
+            return Err(Invalid::new("issueEndsAt", "must be after issueStartsAt"));
         }
         if !(1..=MAX_VALID_DAYS).contains(&input.valid_days) {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "validDays",
                 format!("must be between 1 and {MAX_VALID_DAYS}"),
             ));
@@ -338,9 +331,7 @@ mod tests {
     fn campaign_rules() {
         let now = Utc::now();
         assert!(NewCampaign::parse(input(now), now).is_ok());
-        let field = |i: CampaignInput<'static>| {
-            NewCampaign::parse(i, now).unwrap_err().body().details["field"].clone()
-        };
+        let field = |i: CampaignInput<'static>| NewCampaign::parse(i, now).unwrap_err().field;
         assert_eq!(
             field(CampaignInput {
                 total_quantity: 0,

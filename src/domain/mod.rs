@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod coupon;
+pub mod invalid;
 pub mod money;
 pub mod order;
 pub mod pagination;

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::AppError;
+use super::invalid::Invalid;
 
 /// Configured balance limits (SPEC §3).
 #[derive(Clone, Copy, Debug)]
@@ -28,12 +28,12 @@ impl Default for BalanceLimits {
 pub struct ChargeAmount(i64);
 
 impl ChargeAmount {
-    pub fn parse(amount: i64, limits: &BalanceLimits) -> Result<Self, AppError> {
+    pub fn parse(amount: i64, limits: &BalanceLimits) -> Result<Self, Invalid> {
         if amount <= 0 {
-            return Err(AppError::validation("amount", "must be a positive integer"));
+            return Err(Invalid::new("amount", "must be a positive integer"));
         }
         if amount > limits.max_charge {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "amount",
                 format!("must be at most {} per charge", limits.max_charge),
             ));
@@ -135,8 +135,7 @@ mod tests {
     #[test]
     fn charge_error_names_the_field() {
         let err = ChargeAmount::parse(0, &limits()).unwrap_err();
-        assert_eq!(err.code(), "VALIDATION_ERROR");
-        assert_eq!(err.body().details["field"], "amount");
+        assert_eq!(err.field, "amount");
     }
 
     #[test]

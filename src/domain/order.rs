@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::invalid::Invalid;
 use crate::domain::coupon::{CouponTerms, NotApplicable};
-use crate::error::AppError;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1_000;
@@ -58,23 +58,20 @@ impl OrderStatus {
 pub struct OrderLines(Vec<(i64, i64)>);
 
 impl OrderLines {
-    pub fn parse(items: &[(i64, i64)], field: &str) -> Result<Self, AppError> {
+    pub fn parse(items: &[(i64, i64)], field: &str) -> Result<Self, Invalid> {
         if items.is_empty() {
-            return Err(AppError::validation(
-                field,
-                "must contain at least one item",
-            ));
+            return Err(Invalid::new(field, "must contain at least one item"));
         }
         let mut merged: BTreeMap<i64, i64> = BTreeMap::new();
         for (i, &(product_id, quantity)) in items.iter().enumerate() {
             if product_id <= 0 {
-                return Err(AppError::validation(
+                return Err(Invalid::new(
                     &format!("{field}[{i}].productId"),
                     "must be a positive id",
                 ));
             }
             if !(1..=MAX_QUANTITY).contains(&quantity) {
-                return Err(AppError::validation(
+                return Err(Invalid::new(
                     &format!("{field}[{i}].quantity"),
                     format!("must be between 1 and {MAX_QUANTITY}"),
                 ));
@@ -82,7 +79,7 @@ impl OrderLines {
             let total = merged.entry(product_id).or_insert(0);
             *total += quantity;
             if *total > MAX_QUANTITY {
-                return Err(AppError::validation(
+                return Err(Invalid::new(
                     &format!("{field}[{i}].quantity"),
                     format!(
                         "product {product_id} is ordered more than {MAX_QUANTITY} times in total"
@@ -91,7 +88,7 @@ impl OrderLines {
             }
         }
         if merged.len() > MAX_LINES {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 field,
                 format!("at most {MAX_LINES} distinct products per order"),
             ));
@@ -177,13 +174,7 @@ mod tests {
         let lines = OrderLines::parse(&[(5, 1), (2, 3), (5, 2)], "items").unwrap();
         assert_eq!(lines.lines(), &[(2, 3), (5, 3)]);
         assert_eq!(lines.product_ids(), vec![2, 5]);
-        let field = |items: &[(i64, i64)]| {
-            OrderLines::parse(items, "items")
-                .unwrap_err()
-                .body()
-                .details["field"]
-                .clone()
-        };
+        let field = |items: &[(i64, i64)]| OrderLines::parse(items, "items").unwrap_err().field;
         assert_eq!(field(&[]), "items");
         assert_eq!(field(&[(1, 0)]), "items[0].quantity");
         assert_eq!(field(&[(1, 1), (2, -1)]), "items[1].quantity");

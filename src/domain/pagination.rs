@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use crate::error::AppError;
+use super::invalid::Invalid;
 
 pub const DEFAULT_LIMIT: i64 = 20;
 pub const MAX_LIMIT: i64 = 100;
@@ -27,19 +27,16 @@ pub struct Page {
 }
 
 impl TryFrom<&PageQuery> for Page {
-    type Error = AppError;
+    type Error = Invalid;
 
-    fn try_from(q: &PageQuery) -> Result<Self, AppError> {
+    fn try_from(q: &PageQuery) -> Result<Self, Invalid> {
         let limit = page_limit(q.limit)?;
         let after = match q.cursor.as_deref() {
             None | Some("") => None,
             Some(c) => match c.parse::<i64>() {
                 Ok(id) if id > 0 => Some(id),
                 _ => {
-                    return Err(AppError::validation(
-                        "cursor",
-                        "is not a cursor this API issued",
-                    ));
+                    return Err(Invalid::new("cursor", "is not a cursor this API issued"));
                 }
             },
         };
@@ -48,10 +45,10 @@ impl TryFrom<&PageQuery> for Page {
 }
 
 /// Validate a page size: 1..=[`MAX_LIMIT`], default [`DEFAULT_LIMIT`].
-pub fn page_limit(limit: Option<i64>) -> Result<i64, AppError> {
+pub fn page_limit(limit: Option<i64>) -> Result<i64, Invalid> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(AppError::validation(
+        return Err(Invalid::new(
             "limit",
             format!("must be between 1 and {MAX_LIMIT}"),
         ));
@@ -62,12 +59,12 @@ pub fn page_limit(limit: Option<i64>) -> Result<i64, AppError> {
 /// Validate a cursor over UUID-keyed rows (outbox events): the id of the last row seen, in the
 /// hyphenated lowercase form the API issues. Anything else (garbage, a NUL) is refused before
 /// it reaches the database.
-pub fn uuid_cursor(cursor: Option<&str>) -> Result<Option<String>, AppError> {
+pub fn uuid_cursor(cursor: Option<&str>) -> Result<Option<String>, Invalid> {
     match cursor {
         None | Some("") => Ok(None),
         Some(c) => uuid::Uuid::try_parse(c)
             .map(|id| Some(id.hyphenated().to_string()))
-            .map_err(|_| AppError::validation("cursor", "is not a cursor this API issued")),
+            .map_err(|_| Invalid::new("cursor", "is not a cursor this API issued")),
     }
 }
 
@@ -98,7 +95,7 @@ impl Page {
 mod tests {
     use super::*;
 
-    fn page(cursor: Option<&str>, limit: Option<i64>) -> Result<Page, AppError> {
+    fn page(cursor: Option<&str>, limit: Option<i64>) -> Result<Page, Invalid> {
         Page::try_from(&PageQuery {
             cursor: cursor.map(str::to_string),
             limit,

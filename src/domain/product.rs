@@ -3,8 +3,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::invalid::Invalid;
 use crate::domain::text::{multiline_text, required_text};
-use crate::error::AppError;
 
 /// The largest unit price accepted (keeps every order total far from overflow).
 pub const MAX_PRICE: i64 = 1_000_000_000;
@@ -46,9 +46,9 @@ impl ProductStatus {
     }
 }
 
-pub fn validate_price(price: i64) -> Result<i64, AppError> {
+pub fn validate_price(price: i64) -> Result<i64, Invalid> {
     if !(0..=MAX_PRICE).contains(&price) {
-        return Err(AppError::validation(
+        return Err(Invalid::new(
             "price",
             format!("must be between 0 and {MAX_PRICE}"),
         ));
@@ -73,14 +73,14 @@ impl NewProduct {
         price: i64,
         stock: i64,
         status: Option<ProductStatus>,
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, Invalid> {
         let name = required_text("name", name, MAX_NAME_CHARS)?;
         let description = description
             .map(|d| multiline_text("description", d, MAX_DESCRIPTION_CHARS).map(str::to_string))
             .transpose()?;
         let price = validate_price(price)?;
         if !(0..=MAX_STOCK).contains(&stock) {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "stock",
                 format!("must be between 0 and {MAX_STOCK}"),
             ));
@@ -110,7 +110,7 @@ impl ProductPatch {
         description: Option<&str>,
         price: Option<i64>,
         status: Option<ProductStatus>,
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, Invalid> {
         let patch = Self {
             name: name
                 .map(|n| required_text("name", n, MAX_NAME_CHARS))
@@ -124,7 +124,7 @@ impl ProductPatch {
             status,
         };
         if patch == Self::default() {
-            return Err(AppError::validation("body", "names no field to change"));
+            return Err(Invalid::new("body", "names no field to change"));
         }
         Ok(patch)
     }
@@ -135,9 +135,9 @@ impl ProductPatch {
 pub struct StockDelta(i64);
 
 impl StockDelta {
-    pub fn parse(delta: i64) -> Result<Self, AppError> {
+    pub fn parse(delta: i64) -> Result<Self, Invalid> {
         if delta == 0 || !(-MAX_STOCK..=MAX_STOCK).contains(&delta) {
-            return Err(AppError::validation(
+            return Err(Invalid::new(
                 "delta",
                 format!("must be non-zero and between -{MAX_STOCK} and {MAX_STOCK}"),
             ));

@@ -6,15 +6,15 @@
 //! are refused everywhere; only multi-line text (product descriptions) also accepts tab and
 //! line feed.
 
-use crate::error::AppError;
+use super::invalid::Invalid;
 
 /// Trim `value` and require 1..=`max_chars` characters of single-line text. Control characters
 /// are refused before trimming: a name ending in a line feed is an error, not silently cleaned.
-pub fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, AppError> {
+pub fn required_text(field: &str, value: &str, max_chars: usize) -> Result<String, Invalid> {
     no_control_chars(field, value)?;
     let trimmed = value.trim();
     if trimmed.is_empty() {
-        return Err(AppError::validation(field, "must not be empty"));
+        return Err(Invalid::new(field, "must not be empty"));
     }
     optional_text(field, trimmed, max_chars).map(str::to_string)
 }
@@ -24,7 +24,7 @@ pub fn optional_text<'a>(
     field: &str,
     value: &'a str,
     max_chars: usize,
-) -> Result<&'a str, AppError> {
+) -> Result<&'a str, Invalid> {
     bounded(
         field,
         value,
@@ -40,7 +40,7 @@ pub fn multiline_text<'a>(
     field: &str,
     value: &'a str,
     max_chars: usize,
-) -> Result<&'a str, AppError> {
+) -> Result<&'a str, Invalid> {
     bounded(
         field,
         value,
@@ -52,7 +52,7 @@ pub fn multiline_text<'a>(
 
 /// Reject text containing a control character (for identifiers such as cursors and ids that
 /// reach the database as strings).
-pub fn no_control_chars(field: &str, value: &str) -> Result<(), AppError> {
+pub fn no_control_chars(field: &str, value: &str) -> Result<(), Invalid> {
     bounded(
         field,
         value,
@@ -69,15 +69,15 @@ fn bounded<'a>(
     max_chars: usize,
     allowed: impl Fn(char) -> bool,
     refused: &str,
-) -> Result<&'a str, AppError> {
+) -> Result<&'a str, Invalid> {
     if let Some(c) = value.chars().find(|c| !allowed(*c)) {
-        return Err(AppError::validation(
+        return Err(Invalid::new(
             field,
             format!("must not contain {refused} (found U+{:04X})", u32::from(c)),
         ));
     }
     if value.chars().count() > max_chars {
-        return Err(AppError::validation(
+        return Err(Invalid::new(
             field,
             format!("must be at most {max_chars} characters"),
         ));
@@ -121,7 +121,7 @@ mod tests {
         assert!(multiline_text("description", "line 1\nline 2\tx", 100).is_ok());
         for bad in ["a\0b", "a\r\nb", "a\u{1b}b", "a\u{7f}"] {
             let err = multiline_text("description", bad, 100).unwrap_err();
-            assert_eq!(err.code(), "VALIDATION_ERROR");
+            assert_eq!(err.field, "description");
         }
         assert!(no_control_chars("cursor", "abc").is_ok());
         assert!(no_control_chars("cursor", "a\0").is_err());

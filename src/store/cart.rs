@@ -119,5 +119,5 @@ pub async fn lines_for_order(
             cart.into_iter().filter(|(p, _)| ids.contains(p)).collect()
         }
     };
-    OrderLines::parse(&chosen, "productIds")
+    Ok(OrderLines::parse(&chosen, "productIds")?)
 }
