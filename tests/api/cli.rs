@@ -197,6 +197,22 @@ async fn serve_logs_its_configuration_plainly_and_keeps_the_token_off_the_log(ba
     let token = token_line.rsplit(' ').next().unwrap();
     assert!(token.starts_with("shpa_"), "{token_line}");
     assert!(!log.contains(token), "the token leaked into the log");
+    // Stored hashed: the database holds the token's hash, never the token.
+    {
+        let db = shopd::db::Db::connect(&url, &shopd::db::DbOptions::default())
+            .await
+            .expect("open the served database");
+        let mut conn = db.read().await.expect("connection");
+        let stored: String = shopd::sql_scalar!(
+            &mut conn,
+            "SELECT token_hash FROM admin_tokens WHERE id = 1"
+        )
+        .expect("the generated admin token is stored");
+        assert_eq!(stored, shopd::auth::hash_token(token));
+        assert_ne!(stored, token);
+        drop(conn);
+        db.close().await;
+    }
     for field in [
         "version=",
         "listen=127.0.0.1:",
