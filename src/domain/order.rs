@@ -259,7 +259,10 @@ mod tests {
     #[test]
     fn paid_refundable_and_held() {
         use OrderStatus::*;
-        let paid: Vec<_> = OrderStatus::ALL.into_iter().filter(|s| s.is_paid()).collect();
+        let paid: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_paid())
+            .collect();
         assert_eq!(paid, [Paid, Confirmed, PartiallyRefunded, Refunded]);
         let refundable: Vec<_> = OrderStatus::ALL
             .into_iter()

@@ -109,7 +109,8 @@ impl DiscountSpread {
             .map(|l| i128::from(l.base_share) * i128::from(l.quantity))
             .sum();
         // Less than one won per unit is left over, and more units than that can take one more.
-        let mut left = i64::try_from(i128::from(discount) - spread).map_err(|_| SpreadError::Overflow)?;
+        let mut left =
+            i64::try_from(i128::from(discount) - spread).map_err(|_| SpreadError::Overflow)?;
         for line in shares.iter_mut().rev() {
             if left == 0 {
                 break;
@@ -316,7 +317,9 @@ mod tests {
         let two = |p: i64| if p == 1 { 2 } else { 0 };
         let rest = plan_refund(&s, two, None).unwrap();
         assert_eq!(
-            rest.iter().map(|l| (l.product_id, l.quantity)).collect::<Vec<_>>(),
+            rest.iter()
+                .map(|l| (l.product_id, l.quantity))
+                .collect::<Vec<_>>(),
             [(1, 1), (2, 1)]
         );
         assert_eq!(

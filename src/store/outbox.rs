@@ -110,7 +110,12 @@ pub async fn enqueue_order_released(
     now: DateTime<Utc>,
 ) -> AppResult<Uuid> {
     let event_id = Uuid::now_v7();
-    let payload = envelope(event_id, event_type, now, order_json(order, lines, &order.status));
+    let payload = envelope(
+        event_id,
+        event_type,
+        now,
+        order_json(order, lines, &order.status),
+    );
     enqueue(tx, event_id, event_type, order.id, &payload, now).await?;
     Ok(event_id)
 }

@@ -177,7 +177,9 @@ pub use lifecycle::{cancel_order, closing_locks, confirm_order, due_for_expiry, 
 pub use payment::{pay_order, paying_locks};
 pub use place::place_order;
 pub use read::{find_order, list_orders, order_lines};
-pub use refund::{RefundDetails, RefundLineRow, RefundOrder, RefundRow, refund_order, refunding_locks};
+pub use refund::{
+    RefundDetails, RefundLineRow, RefundOrder, RefundRow, refund_order, refunding_locks,
+};
 
 pub(crate) fn coupon_invalid(reason: &str, message: &str, extra: serde_json::Value) -> AppError {
     let mut details = json!({ "reason": reason });

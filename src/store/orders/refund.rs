@@ -134,31 +134,33 @@ pub async fn refund_order(tx: &mut Tx, cmd: RefundOrder) -> AppResult<RefundDeta
         .as_deref()
         .map(|r| OrderLines::parse(r, "lines"))
         .transpose()?;
-    let planned = plan_refund(&spread, refunded, merged.as_ref().map(|m| m.lines())).map_err(|e| match e {
-        RefundError::NotInOrder { product_id } => {
-            let index = request
-                .as_deref()
-                .and_then(|r| r.iter().position(|&(p, _)| p == product_id))
-                .unwrap_or(0);
-            AppError::validation(
-                &format!("lines[{index}].productId"),
-                format!("product {product_id} is not in order {order_id}"),
-            )
-        }
-        RefundError::Exceeds(short) => AppError::conflict(
-            "REFUND_EXCEEDS_ORDER",
-            format!("more units than remain refundable in order {order_id}"),
-            json!({
-                "orderId": order_id,
-                "lines": short.iter().map(|s| json!({
-                    "productId": s.product_id,
-                    "requested": s.requested,
-                    "remaining": s.remaining,
-                })).collect::<Vec<_>>(),
-            }),
-        ),
-        RefundError::NothingLeft => not_refundable(order_id, status),
-    })?;
+    let planned = plan_refund(&spread, refunded, merged.as_ref().map(|m| m.lines())).map_err(
+        |e| match e {
+            RefundError::NotInOrder { product_id } => {
+                let index = request
+                    .as_deref()
+                    .and_then(|r| r.iter().position(|&(p, _)| p == product_id))
+                    .unwrap_or(0);
+                AppError::validation(
+                    &format!("lines[{index}].productId"),
+                    format!("product {product_id} is not in order {order_id}"),
+                )
+            }
+            RefundError::Exceeds(short) => AppError::conflict(
+                "REFUND_EXCEEDS_ORDER",
+                format!("more units than remain refundable in order {order_id}"),
+                json!({
+                    "orderId": order_id,
+                    "lines": short.iter().map(|s| json!({
+                        "productId": s.product_id,
+                        "requested": s.requested,
+                        "remaining": s.remaining,
+                    })).collect::<Vec<_>>(),
+                }),
+            ),
+            RefundError::NothingLeft => not_refundable(order_id, status),
+        },
+    )?;
     let amount: i64 = planned.iter().map(|l| l.amount).sum();
 
     let refund = sql_one!(RefundRow; tx,
