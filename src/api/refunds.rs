@@ -44,11 +44,18 @@ pub struct RefundLineRequest {
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RefundRequest {
+    /// 1–50 distinct products of the order (repeated products are merged).
+    #[schema(min_items = 1)]
     pub lines: Option<Vec<RefundLineRequest>>,
     /// Put the refunded units back in stock (default true).
     pub restock: Option<bool>,
     /// Why the money is given back (1–500 characters, no control characters).
-    #[schema(min_length = 1, max_length = 500, example = "damaged in delivery")]
+    #[schema(
+        min_length = 1,
+        max_length = 500,
+        example = "damaged in delivery",
+        pattern = r"^[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F][^\x00-\x1F\x7F-\x9F]*$"
+    )]
     pub reason: String,
 }
 

@@ -469,7 +469,11 @@ async fn refunds_come_off_the_day_the_order_was_paid(backend: Backend) {
         }
     );
     assert_eq!(top(&snapshot, 3), vec![(b, 3), (a, 2)]);
-    assert_eq!(top(&snapshot, 1), vec![(b, 3)], "off its paid day, not today");
+    assert_eq!(
+        top(&snapshot, 1),
+        vec![(b, 3)],
+        "off its paid day, not today"
+    );
     let revenue = snapshot.top(3, 100)[1].revenue;
     assert_eq!(revenue, 200, "revenue net of the refunded units");
 
@@ -495,5 +499,8 @@ async fn refunds_come_off_the_day_the_order_was_paid(backend: Backend) {
     let mut conn = app.db.read().await.unwrap();
     let oldest: String =
         shopd::sql_scalar!(&mut conn, "SELECT MIN(day) FROM product_sales_daily").unwrap();
-    assert!(oldest.as_str() >= "2029-12-02", "no row for a pruned day: {oldest}");
+    assert!(
+        oldest.as_str() >= "2029-12-02",
+        "no row for a pruned day: {oldest}"
+    );
 }
