@@ -162,7 +162,8 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
         (name = "coupons", description = "Coupon campaigns and first-come-first-served issuance"),
         (name = "cart", description = "The member's cart"),
         (name = "orders", description = "Orders and payment from the balance"),
-        (name = "outbox", description = "Delivery of paid orders to the data platform"),
+        (name = "refunds", description = "Refunds of paid orders to the member's balance (SPEC §14)"),
+        (name = "outbox", description = "Delivery of order events to the data platform"),
         (name = "ranking", description = "Best-sellers from precomputed daily aggregates"),
         (name = "operations", description = "Health and readiness"),
         (name = "back office", description = "Admin lists, search, campaign management and token reissue (SPEC §15)"),
@@ -196,6 +197,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::outbox::router())
         .merge(api::ranking::router())
         .merge(api::admin::router())
+        .merge(api::refunds::router())
         .split_for_parts();
     let mut doc = doc;
     utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);

@@ -182,7 +182,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         println!("Admin token (shown once, stored hashed; keep it): {token}");
     }
     if settings.data_platform_url.is_none() {
-        tracing::warn!("no --data-platform-url: paid-order events will stay PENDING in the outbox");
+        tracing::warn!("no --data-platform-url: order events will stay PENDING in the outbox");
     }
     log_startup(&settings, &app);
     app.run_until_stopped().await

@@ -102,7 +102,7 @@ pub struct Settings {
     )]
     pub admin_token: Vec<String>,
 
-    /// Where paid-order events are delivered. Unset: events stay PENDING (warned at start).
+    /// Where order events (paid, cancelled, expired, refunded) are delivered. Unset: events stay PENDING (warned at start).
     #[arg(long, env = "SHOPD_DATA_PLATFORM_URL")]
     pub data_platform_url: Option<String>,
 

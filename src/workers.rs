@@ -87,7 +87,8 @@ where
     }
 }
 
-/// Expire PENDING orders past their reservation, giving back stock and coupons. Each order is
+/// Expire PENDING orders past their reservation, giving back stock and coupons (each with its
+/// `ORDER_EXPIRED` event). Each order is
 /// its own short transaction, and the conditional status change makes concurrent sweepers (other
 /// instances, or a payment racing the sweep) safe: an order expires at most once.
 pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
@@ -122,6 +123,8 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
         }
     }
     if expired > 0 {
+        // Their ORDER_EXPIRED events are committed: deliver them now.
+        state.outbox_wakeup.notify();
         tracing::info!(expired, "expired unpaid orders");
         metrics::counter!("orders_expired_total").increment(expired as u64);
     }

@@ -38,7 +38,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// The longest member search term, in characters.
 pub const MAX_QUERY_CHARS: usize = 100;
 
-/// An order as the back office lists it; `GET /orders/{orderId}` has lines, payments and history.
+/// An order as the back office lists it; `GET /orders/{orderId}` has lines, payments, history
+/// and refunds.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AdminOrder {
@@ -64,6 +65,14 @@ pub struct AdminOrder {
         skip_serializing_if = "Option::is_none"
     )]
     pub paid_at: Option<DateTime<Utc>>,
+    /// When the data platform acknowledged the order (PAID → CONFIRMED).
+    #[serde(
+        serialize_with = "crate::api::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// Sum of the order's refunds (at most `total`); the refunds are at `GET /orders/{orderId}`.
+    pub refunded_amount: i64,
 }
 
 impl TryFrom<OrderRow> for AdminOrder {
@@ -84,6 +93,8 @@ impl TryFrom<OrderRow> for AdminOrder {
             created_at: o.created_at,
             updated_at: o.updated_at,
             paid_at: o.paid_at,
+            confirmed_at: o.confirmed_at,
+            refunded_amount: o.refunded_amount,
         })
     }
 }
@@ -99,7 +110,7 @@ pub struct AdminOrderPage {
 #[serde(rename_all = "camelCase")]
 #[into_params(parameter_in = Query)]
 pub struct AdminOrderQuery {
-    /// PENDING, PAID, CANCELLED or EXPIRED.
+    /// PENDING, PAID, CONFIRMED, PARTIALLY_REFUNDED, REFUNDED, CANCELLED or EXPIRED.
     pub status: Option<OrderStatus>,
     /// Only this member's orders.
     #[param(minimum = 1)]

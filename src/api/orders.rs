@@ -12,6 +12,7 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use crate::api::refunds::Refund;
 use crate::auth::Principal;
 use crate::db::{Locks, Tx};
 use crate::domain::order::{OrderLines, OrderStatus};
@@ -136,6 +137,8 @@ pub struct OrderItem {
     pub unit_price: i64,
     pub quantity: i64,
     pub line_total: i64,
+    /// Units of this line refunded so far.
+    pub refunded_quantity: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -189,8 +192,18 @@ pub struct Order {
         skip_serializing_if = "Option::is_none"
     )]
     pub paid_at: Option<DateTime<Utc>>,
+    /// When the data platform acknowledged the order (PAID → CONFIRMED).
+    #[serde(
+        serialize_with = "crate::api::rfc3339_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// Sum of the order's refunds (at most `total`).
+    pub refunded_amount: i64,
     pub payments: Vec<PaymentAttempt>,
     pub history: Vec<StatusChange>,
+    /// The order's refunds, oldest first.
+    pub refunds: Vec<Refund>,
 }
 
 impl TryFrom<OrderDetails> for Order {
@@ -228,6 +241,7 @@ impl TryFrom<OrderDetails> for Order {
                     unit_price: l.unit_price,
                     quantity: l.quantity,
                     line_total: l.line_total,
+                    refunded_quantity: l.refunded_quantity,
                 })
                 .collect(),
             subtotal: o.subtotal,
@@ -239,6 +253,8 @@ impl TryFrom<OrderDetails> for Order {
             created_at: o.created_at,
             updated_at: o.updated_at,
             paid_at: o.paid_at,
+            confirmed_at: o.confirmed_at,
+            refunded_amount: o.refunded_amount,
             payments: d
                 .payments
                 .into_iter()
@@ -251,6 +267,7 @@ impl TryFrom<OrderDetails> for Order {
                 })
                 .collect(),
             history,
+            refunds: d.refunds.into_iter().map(Refund::from).collect(),
         })
     }
 }
@@ -265,7 +282,7 @@ pub struct OrderPage {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OrderListQuery {
-    /// PENDING, PAID, CANCELLED or EXPIRED.
+    /// PENDING, PAID, CONFIRMED, PARTIALLY_REFUNDED, REFUNDED, CANCELLED or EXPIRED.
     pub status: Option<OrderStatus>,
     /// Opaque cursor from the previous page's `nextCursor`.
     #[param(pattern = "^([1-9][0-9]{0,17})?$")]
@@ -372,7 +389,7 @@ async fn place_order(
     })
 }
 
-/// One order with lines, amounts, coupon, payments and status history.
+/// One order with lines, amounts, coupon, payments, status history and refunds.
 #[utoipa::path(get, path = "/orders/{orderId}", tag = "orders", security(("bearer" = [])),
     params(("orderId" = i64, Path)),
     responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, description = "ORDER_NOT_FOUND (also for another member's order)", body = ErrorBody)))]
@@ -418,7 +435,8 @@ async fn pay_order(
     .inspect(|_| state.outbox_wakeup.notify())
 }
 
-/// Cancel a PENDING order: stock and coupon are given back at once.
+/// Cancel a PENDING order: stock and coupon are given back at once, and an `ORDER_CANCELLED`
+/// event is written.
 #[utoipa::path(post, path = "/orders/{orderId}/cancel", tag = "orders", security(("bearer" = [])),
     params(("orderId" = i64, Path), ("Idempotency-Key" = Option<String>, Header)),
     responses((status = 200, body = Order), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
@@ -445,6 +463,8 @@ async fn cancel_order(
         }
     })
     .await
+    // The ORDER_CANCELLED event is committed: deliver it now.
+    .inspect(|_| state.outbox_wakeup.notify())
 }
 
 /// A member's orders, newest first.

@@ -8,5 +8,6 @@ pub mod money;
 pub mod order;
 pub mod pagination;
 pub mod product;
+pub mod refund;
 pub mod text;
 pub mod time;

@@ -1,4 +1,4 @@
-//! Orders: state machine, line validation and pricing (SPEC §6). Pure.
+//! Orders: state machine, line validation and pricing (SPEC §6, §14). Pure.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +11,18 @@ use crate::domain::coupon::{CouponTerms, NotApplicable};
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 1_000;
 
-/// `PENDING → PAID | CANCELLED | EXPIRED`; the three outcomes are final.
+/// `PENDING → PAID | CANCELLED | EXPIRED`; `PAID → CONFIRMED` once the data platform has
+/// acknowledged the order's `ORDER_PAID` event; `PAID | CONFIRMED → PARTIALLY_REFUNDED →
+/// REFUNDED` by refunds (a partial refund may follow a partial refund). CANCELLED, EXPIRED and
+/// REFUNDED are final.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OrderStatus {
     Pending,
     Paid,
+    Confirmed,
+    PartiallyRefunded,
+    Refunded,
     Cancelled,
     Expired,
 }
@@ -26,6 +32,9 @@ impl OrderStatus {
         match self {
             OrderStatus::Pending => "PENDING",
             OrderStatus::Paid => "PAID",
+            OrderStatus::Confirmed => "CONFIRMED",
+            OrderStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+            OrderStatus::Refunded => "REFUNDED",
             OrderStatus::Cancelled => "CANCELLED",
             OrderStatus::Expired => "EXPIRED",
         }
@@ -35,19 +44,70 @@ impl OrderStatus {
         match s {
             "PENDING" => Some(OrderStatus::Pending),
             "PAID" => Some(OrderStatus::Paid),
+            "CONFIRMED" => Some(OrderStatus::Confirmed),
+            "PARTIALLY_REFUNDED" => Some(OrderStatus::PartiallyRefunded),
+            "REFUNDED" => Some(OrderStatus::Refunded),
             "CANCELLED" => Some(OrderStatus::Cancelled),
             "EXPIRED" => Some(OrderStatus::Expired),
             _ => None,
         }
     }
 
+    /// Every status, in the order of the life cycle.
+    pub const ALL: [OrderStatus; 7] = [
+        OrderStatus::Pending,
+        OrderStatus::Paid,
+        OrderStatus::Confirmed,
+        OrderStatus::PartiallyRefunded,
+        OrderStatus::Refunded,
+        OrderStatus::Cancelled,
+        OrderStatus::Expired,
+    ];
+
     pub fn can_become(self, next: OrderStatus) -> bool {
-        self == OrderStatus::Pending && next != OrderStatus::Pending
+        use OrderStatus::*;
+        match self {
+            Pending => matches!(next, Paid | Cancelled | Expired),
+            Paid => matches!(next, Confirmed | PartiallyRefunded | Refunded),
+            Confirmed => matches!(next, PartiallyRefunded | Refunded),
+            PartiallyRefunded => matches!(next, PartiallyRefunded | Refunded),
+            Refunded | Cancelled | Expired => false,
+        }
     }
 
-    /// Does an order in this status hold stock and its coupon?
+    /// Was the order paid (PAID and every later state)? Its payment, its `ORDER_PAID` event
+    /// and its units sold stay with it whatever is refunded later.
+    pub fn is_paid(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid
+                | OrderStatus::Confirmed
+                | OrderStatus::PartiallyRefunded
+                | OrderStatus::Refunded
+        )
+    }
+
+    /// May the order be refunded (SPEC §14)?
+    pub fn is_refundable(self) -> bool {
+        matches!(
+            self,
+            OrderStatus::Paid | OrderStatus::Confirmed | OrderStatus::PartiallyRefunded
+        )
+    }
+
+    /// Does an order in this status hold its stock (reserved or sold) and its coupon? Refunded
+    /// units may have gone back to stock; a used coupon is never given back by a refund.
     pub fn holds_reservation(self) -> bool {
-        matches!(self, OrderStatus::Pending | OrderStatus::Paid)
+        self == OrderStatus::Pending || self.is_paid()
+    }
+
+    /// The status after a refund: REFUNDED once no unit is left to refund.
+    pub fn after_refund(units_left: i64) -> OrderStatus {
+        if units_left > 0 {
+            OrderStatus::PartiallyRefunded
+        } else {
+            OrderStatus::Refunded
+        }
     }
 }
 
@@ -155,18 +215,65 @@ mod tests {
     #[test]
     fn state_machine() {
         use OrderStatus::*;
-        for next in [Paid, Cancelled, Expired] {
-            assert!(Pending.can_become(next));
-            for terminal in [Paid, Cancelled, Expired] {
-                assert!(!terminal.can_become(next), "{terminal:?} -> {next:?}");
+        let allowed = [
+            (Pending, Paid),
+            (Pending, Cancelled),
+            (Pending, Expired),
+            (Paid, Confirmed),
+            (Paid, PartiallyRefunded),
+            (Paid, Refunded),
+            (Confirmed, PartiallyRefunded),
+            (Confirmed, Refunded),
+            (PartiallyRefunded, PartiallyRefunded),
+            (PartiallyRefunded, Refunded),
+        ];
+        for from in OrderStatus::ALL {
+            for to in OrderStatus::ALL {
+                assert_eq!(
+                    from.can_become(to),
+                    allowed.contains(&(from, to)),
+                    "{from:?} -> {to:?}"
+                );
             }
         }
-        assert!(!Pending.can_become(Pending));
-        assert!(Pending.holds_reservation() && Paid.holds_reservation());
-        assert!(!Cancelled.holds_reservation() && !Expired.holds_reservation());
-        for s in [Pending, Paid, Cancelled, Expired] {
-            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+        // Final states.
+        for terminal in [Refunded, Cancelled, Expired] {
+            assert!(OrderStatus::ALL.iter().all(|&to| !terminal.can_become(to)));
         }
+        // CONFIRMED only ever comes from PAID: a refunded order is never confirmed.
+        assert!(!PartiallyRefunded.can_become(Confirmed) && !Refunded.can_become(Confirmed));
+        assert!(!Confirmed.can_become(Paid) && !Paid.can_become(Pending));
+        for s in OrderStatus::ALL {
+            assert_eq!(OrderStatus::parse(s.as_str()), Some(s));
+            assert_eq!(
+                serde_json::to_value(s).unwrap(),
+                serde_json::json!(s.as_str())
+            );
+        }
+        assert_eq!(OrderStatus::parse("SHIPPED"), None);
+    }
+
+    #[test]
+    fn paid_refundable_and_held() {
+        use OrderStatus::*;
+        let paid: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_paid())
+            .collect();
+        assert_eq!(paid, [Paid, Confirmed, PartiallyRefunded, Refunded]);
+        let refundable: Vec<_> = OrderStatus::ALL
+            .into_iter()
+            .filter(|s| s.is_refundable())
+            .collect();
+        assert_eq!(refundable, [Paid, Confirmed, PartiallyRefunded]);
+        for s in OrderStatus::ALL {
+            // Only a paid order can be refunded, and every refundable status may be refunded.
+            assert!(!s.is_refundable() || s.is_paid());
+            assert_eq!(s.is_refundable(), s.can_become(Refunded));
+            assert_eq!(s.holds_reservation(), !matches!(s, Cancelled | Expired));
+        }
+        assert_eq!(OrderStatus::after_refund(3), PartiallyRefunded);
+        assert_eq!(OrderStatus::after_refund(0), Refunded);
     }
 
     #[test]

@@ -40,7 +40,8 @@ macro_rules! admin_order_query {
     ($filter:literal) => {
         concat!(
             "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
-             coupon_id, expires_at, created_at, updated_at, paid_at FROM orders WHERE ",
+             coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount \
+             FROM orders WHERE ",
             $filter,
             " created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
              ORDER BY created_at DESC, id DESC LIMIT $4"

@@ -1,5 +1,6 @@
 //! The transactional outbox: events are written in the transaction that causes them and
-//! delivered after commit by the relay (SPEC §10).
+//! delivered after commit by the relay (SPEC §10): `ORDER_PAID`, `ORDER_CANCELLED`,
+//! `ORDER_EXPIRED` and `ORDER_REFUNDED`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -11,14 +12,13 @@ use crate::sql_execute;
 use crate::store::orders::{LineRow, OrderRow};
 
 pub const ORDER_PAID: &str = "ORDER_PAID";
+pub const ORDER_CANCELLED: &str = "ORDER_CANCELLED";
+pub const ORDER_EXPIRED: &str = "ORDER_EXPIRED";
+pub const ORDER_REFUNDED: &str = "ORDER_REFUNDED";
 
-/// The `ORDER_PAID` payload of SPEC §10.
-pub fn order_paid_payload(
-    event_id: Uuid,
-    order: &OrderRow,
-    lines: &[LineRow],
-    paid_at: DateTime<Utc>,
-) -> Value {
+/// The `order` object of every event's payload (SPEC §10), with the order's status as of the
+/// event. `paidAt` is null for an order that was never paid (cancelled, expired).
+pub fn order_json(order: &OrderRow, lines: &[LineRow], status: &str) -> Value {
     let items: Vec<Value> = lines
         .iter()
         .map(|l| {
@@ -34,12 +34,12 @@ pub fn order_paid_payload(
     let mut order_json = json!({
         "id": order.id,
         "userId": order.user_id,
-        "status": "PAID",
+        "status": status,
         "items": items,
         "subtotal": order.subtotal,
         "discount": order.discount,
         "total": order.total,
-        "paidAt": crate::domain::time::format_time(paid_at),
+        "paidAt": order.paid_at.map(crate::domain::time::format_time),
     });
     if let Some(id) = order.user_coupon_id {
         order_json["userCouponId"] = json!(id);
@@ -47,12 +47,44 @@ pub fn order_paid_payload(
     if let Some(id) = order.coupon_id {
         order_json["couponId"] = json!(id);
     }
+    order_json
+}
+
+fn envelope(event_id: Uuid, event_type: &str, occurred_at: DateTime<Utc>, order: Value) -> Value {
     json!({
         "eventId": event_id.to_string(),
-        "type": ORDER_PAID,
-        "occurredAt": crate::domain::time::format_time(paid_at),
-        "order": order_json,
+        "type": event_type,
+        "occurredAt": crate::domain::time::format_time(occurred_at),
+        "order": order,
     })
+}
+
+/// The `ORDER_PAID` payload of SPEC §10.
+pub fn order_paid_payload(
+    event_id: Uuid,
+    order: &OrderRow,
+    lines: &[LineRow],
+    paid_at: DateTime<Utc>,
+) -> Value {
+    let mut order_json = order_json(order, lines, "PAID");
+    order_json["paidAt"] = json!(crate::domain::time::format_time(paid_at));
+    envelope(event_id, ORDER_PAID, paid_at, order_json)
+}
+
+/// Write one event in the caller's transaction.
+async fn enqueue(
+    tx: &mut Tx,
+    event_id: Uuid,
+    event_type: &str,
+    order_id: i64,
+    payload: &Value,
+    now: DateTime<Utc>,
+) -> AppResult<()> {
+    sql_execute!(tx,
+        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
+         VALUES ($1, $2, $3, $4, 'PENDING', 0, $5, $5)",
+        event_id.to_string(), event_type, order_id, payload.to_string(), now)?;
+    Ok(())
 }
 
 /// Write the order's `ORDER_PAID` event (one per order: unique on type and order id).
@@ -64,10 +96,48 @@ pub async fn enqueue_order_paid(
 ) -> AppResult<Uuid> {
     let event_id = Uuid::now_v7();
     let payload = order_paid_payload(event_id, order, lines, paid_at);
-    sql_execute!(tx,
-        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, 'PENDING', 0, $5, $5)",
-        event_id.to_string(), ORDER_PAID, order.id, payload.to_string(), paid_at)?;
+    enqueue(tx, event_id, ORDER_PAID, order.id, &payload, paid_at).await?;
+    Ok(event_id)
+}
+
+/// Write `ORDER_CANCELLED` or `ORDER_EXPIRED` for an order that held stock and was released
+/// now (`order` as it is after the change; one event per order).
+pub async fn enqueue_order_released(
+    tx: &mut Tx,
+    event_type: &'static str,
+    order: &OrderRow,
+    lines: &[LineRow],
+    now: DateTime<Utc>,
+) -> AppResult<Uuid> {
+    let event_id = Uuid::now_v7();
+    let payload = envelope(
+        event_id,
+        event_type,
+        now,
+        order_json(order, lines, &order.status),
+    );
+    enqueue(tx, event_id, event_type, order.id, &payload, now).await?;
+    Ok(event_id)
+}
+
+/// Write `ORDER_REFUNDED`: the order as it is after the refund, and the refund beside it (one
+/// event per refund).
+pub async fn enqueue_order_refunded(
+    tx: &mut Tx,
+    order: &OrderRow,
+    lines: &[LineRow],
+    refund: Value,
+    now: DateTime<Utc>,
+) -> AppResult<Uuid> {
+    let event_id = Uuid::now_v7();
+    let mut payload = envelope(
+        event_id,
+        ORDER_REFUNDED,
+        now,
+        order_json(order, lines, &order.status),
+    );
+    payload["refund"] = refund;
+    enqueue(tx, event_id, ORDER_REFUNDED, order.id, &payload, now).await?;
     Ok(event_id)
 }
 
@@ -117,16 +187,23 @@ pub async fn claim_due(
     Ok(crate::sql_all!(ClaimedEvent; tx, sql, lease_until, now, limit)?)
 }
 
-/// Record a successful delivery.
+/// Record a successful delivery. When it is an order's `ORDER_PAID` event, the platform now
+/// has the order: a PAID order becomes CONFIRMED in this same transaction (SPEC §6); an order
+/// already refunded meanwhile stays as it is (the change is conditional on PAID).
 pub async fn mark_delivered(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> AppResult<()> {
-    sql_execute!(
-        tx,
+    let delivered: Option<(String, i64)> = crate::sql_optional!((String, i64); tx,
         "UPDATE outbox_events SET status = 'DELIVERED', attempts = attempts + 1, delivered_at = $1,
                 locked_until = NULL, last_error = NULL
-         WHERE id = $2 AND status = 'PENDING'",
+         WHERE id = $2 AND status = 'PENDING'
+         RETURNING event_type, aggregate_id",
         now,
         id
     )?;
+    if let Some((event_type, order_id)) = delivered
+        && event_type == ORDER_PAID
+    {
+        crate::store::orders::confirm_order(tx, order_id, now).await?;
+    }
     Ok(())
 }
 

@@ -1,14 +1,25 @@
-//! Best-seller aggregates (SPEC §11): `product_sales_daily` is maintained from PAID orders by
-//! the aggregation job; the read path only ever reads the aggregates.
+//! Best-seller aggregates (SPEC §11): `product_sales_daily` is maintained from paid orders by
+//! the aggregation job, net of refunded units (SPEC §14); the read path only ever reads the
+//! aggregates.
 //!
-//! The job is incremental (issue #13): each run adds the PAID orders it has not counted yet,
+//! A paid order is one with a `paid_at`: PAID, and every later state (CONFIRMED, PARTIALLY_
+//! REFUNDED, REFUNDED) — an order counts on the day it was paid, whatever happened to it since.
+//!
+//! The job is incremental (issue #13): each run adds the paid orders it has not counted yet,
 //! found through the `orders_paid_at` partial index from a lower bound (`window_from`) that
 //! trails the newest payment seen by [`OVERLAP`]. A payment's `paid_at` is taken before its
 //! transaction commits, so a payment can become visible after a run that already read past its
 //! `paid_at`; re-reading the overlap window catches it, and `ranking_counted` (the orders
 //! counted in that window) makes the re-read idempotent. The cost of a run is proportional to
-//! the orders paid in the window, not to history. A PAID order never changes status, so an
-//! order counted once stays counted.
+//! the orders paid in the window, not to history. A paid order stays paid, so an order counted
+//! once stays counted.
+//!
+//! Refunds (issue #14) are subtracted the same way, from their own trailing window
+//! (`refund_window_from`, over `refunds.created_at`, remembered in `ranking_counted_refunds`):
+//! each refund's units (and their gross revenue, unit price × quantity) come off the day its
+//! order was PAID, even a day aggregated long ago, so the cost of a run grows with the new
+//! refunds, not with history. Refunds are taken before payments in a run: a refund is committed
+//! after its payment, so an order whose refund a run sees is counted by that run or before.
 //!
 //! `product_sales_daily` keeps [`MAX_DAYS`] + 1 days (the longest window plus one spare day);
 //! older rows are pruned by every run.
@@ -32,6 +43,30 @@ pub const MAX_DAYS: i64 = 30;
 /// acquire timeout is 5 s); five minutes is a wide margin that costs only the re-read of five
 /// minutes of payments per run.
 pub const OVERLAP: TimeDelta = TimeDelta::minutes(5);
+
+/// The joins from a refund `r` to its lines `rl`, its order `o` and the order line `l` (for the
+/// unit price), and a filter. Without a FROM: [`subtract_new_refunds`] starts from the counted
+/// refunds and joins `refunds r` itself.
+macro_rules! refunded_units_of {
+    ($filter:literal) => {
+        concat!(
+            " JOIN refund_lines rl ON rl.refund_id = r.id
+              JOIN orders o ON o.id = r.order_id
+              JOIN order_lines l ON l.order_id = r.order_id AND l.product_id = rl.product_id
+              WHERE ",
+            $filter
+        )
+    };
+}
+
+/// Add the selected rows to the aggregates (negative rows subtract).
+macro_rules! add_on_conflict {
+    () => {
+        " ON CONFLICT (day, product_id) DO UPDATE SET
+             quantity = product_sales_daily.quantity + excluded.quantity,
+             revenue = product_sales_daily.revenue + excluded.revenue"
+    };
+}
 
 /// How to run the job.
 #[derive(Debug, Clone, Copy, Default)]
@@ -69,11 +104,17 @@ pub fn first_kept_day(now: DateTime<Utc>) -> NaiveDate {
 #[derive(Debug, Clone, sqlx::FromRow)]
 struct StateRow {
     window_from: Option<DateTime<Utc>>,
+    refund_window_from: Option<DateTime<Utc>>,
     run: i64,
 }
-crate::lite_row!(StateRow { window_from, run });
+crate::lite_row!(StateRow {
+    window_from,
+    refund_window_from,
+    run
+});
 
-/// Update the aggregates: add the PAID orders not counted yet (incremental), or rebuild them
+/// Update the aggregates: add the paid orders and subtract the refunds not counted yet
+/// (incremental), or rebuild them
 /// (`full`, and on the first run). One transaction, so readers see the old or the new numbers,
 /// and one job at a time (an advisory lock on PostgreSQL, `BEGIN IMMEDIATE` on SQLite).
 /// `now` is the job's clock: it becomes `asOf` and decides which days are pruned.
@@ -100,17 +141,29 @@ pub async fn aggregate(
             }
         }
     }
-    let state =
-        sql_optional!(StateRow; tx, "SELECT window_from, run FROM ranking_state WHERE id = 1")
-            .context("reading the ranking job's state")?;
+    let state = sql_optional!(StateRow; tx,
+        "SELECT window_from, refund_window_from, run FROM ranking_state WHERE id = 1")
+    .context("reading the ranking job's state")?;
     let run = state.as_ref().map_or(0, |s| s.run) + 1;
-    let resume_from = state.and_then(|s| s.window_from).filter(|_| !options.full);
-    let full = resume_from.is_none();
-    let from = match resume_from {
-        Some(from) => from,
-        None => rebuild_settled_days(tx, now).await?,
+    let resume = state
+        .and_then(|s| s.window_from.map(|w| (w, s.refund_window_from)))
+        .filter(|_| !options.full);
+    let full = resume.is_none();
+    let (from, refunds_from) = match resume {
+        // No refund window yet (the first run after the upgrade that added refunds): every
+        // refund is newer than that upgrade, so read them all once.
+        Some((from, refunds_from)) => (from, refunds_from.unwrap_or(DateTime::UNIX_EPOCH)),
+        None => {
+            let settled = rebuild_settled_days(tx, now).await?;
+            (settled, settled)
+        }
     };
+    // Refunds first (see the module documentation).
+    let refunds = subtract_new_refunds(tx, run, refunds_from, now).await?;
     let counted = count_new_payments(tx, run, from).await?;
+    if refunds > 0 {
+        tracing::debug!(refunds, "best-sellers: refunds subtracted");
+    }
 
     // Advance the window: it trails the newest payment seen (never past the job's clock, so
     // one instance's clock running ahead cannot hide the others' payments) by OVERLAP.
@@ -129,6 +182,21 @@ pub async fn aggregate(
         window_from
     )
     .context("pruning counted orders")?;
+    let newest_refund: Option<DateTime<Utc>> = sql_scalar!(
+        tx,
+        "SELECT MAX(created_at) FROM ranking_counted_refunds WHERE run = $1",
+        run
+    )
+    .context("reading the newest counted refund")?;
+    let refund_window_from = newest_refund
+        .map(|t| t.min(now) - OVERLAP)
+        .map_or(refunds_from, |t| t.max(refunds_from));
+    sql_execute!(
+        tx,
+        "DELETE FROM ranking_counted_refunds WHERE created_at < $1",
+        refund_window_from
+    )
+    .context("pruning counted refunds")?;
     sql_execute!(
         tx,
         "DELETE FROM product_sales_daily WHERE day < $1",
@@ -137,11 +205,14 @@ pub async fn aggregate(
     .context("pruning old daily aggregates")?;
     sql_execute!(
         tx,
-        "INSERT INTO ranking_state (id, computed_at, window_from, run) VALUES (1, $1, $2, $3)
+        "INSERT INTO ranking_state (id, computed_at, window_from, refund_window_from, run)
+         VALUES (1, $1, $2, $3, $4)
          ON CONFLICT (id) DO UPDATE SET computed_at = excluded.computed_at,
-             window_from = excluded.window_from, run = excluded.run",
+             window_from = excluded.window_from, refund_window_from = excluded.refund_window_from,
+             run = excluded.run",
         now,
         window_from,
+        refund_window_from,
         run
     )
     .context("recording the ranking job's state")?;
@@ -157,12 +228,14 @@ crate::lite_row!(IdRange { low, high });
 
 /// Full rebuild of the days whose payments have settled (paid more than 2 × OVERLAP before
 /// `now`), one day per statement so each aggregation stays small (no spill to disk at 1M
-/// orders); returns where the incremental step takes over. Payments from that point on are
-/// counted by [`count_new_payments`], which (unlike these per-day statements, which may each
-/// see a newer snapshot under READ COMMITTED) records exactly which orders it added.
+/// orders), less the refunds of those orders made before the same point; returns where the
+/// incremental steps take over. Payments and refunds from that point on are counted by
+/// [`count_new_payments`] and [`subtract_new_refunds`], which (unlike these per-day statements,
+/// which may each see a newer snapshot under READ COMMITTED) record exactly what they added.
 async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<DateTime<Utc>> {
     sql_execute!(tx, "DELETE FROM product_sales_daily").context("clearing the aggregates")?;
     sql_execute!(tx, "DELETE FROM ranking_counted").context("clearing counted orders")?;
+    sql_execute!(tx, "DELETE FROM ranking_counted_refunds").context("clearing counted refunds")?;
     let settled = now - OVERLAP * 2;
     if tx.dialect() == Dialect::Postgres {
         // One day's lines are sorted and grouped in memory (tens of MB at most), not on disk;
@@ -181,7 +254,7 @@ async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<Date
         let bounds = sql_optional!(IdRange; tx,
             // `id + 0`: from the day's index range, not by walking the primary key from one end.
             "SELECT MIN(id + 0) AS low, MAX(id + 0) AS high FROM orders
-             WHERE status = 'PAID' AND paid_at >= $1 AND paid_at < $2",
+             WHERE paid_at >= $1 AND paid_at < $2",
             start, end)
         .with_context(|| format!("finding the orders paid on {day}"))?;
         if let Some(IdRange {
@@ -194,7 +267,7 @@ async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<Date
                 "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
                  SELECT $1, l.product_id, SUM(l.quantity), SUM(l.line_total)
                  FROM orders o JOIN order_lines l ON l.order_id = o.id
-                 WHERE o.status = 'PAID' AND o.paid_at >= $2 AND o.paid_at < $3
+                 WHERE o.paid_at >= $2 AND o.paid_at < $3
                    AND l.order_id >= $4 AND l.order_id <= $5
                  GROUP BY l.product_id",
                 day_string(day),
@@ -207,17 +280,91 @@ async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<Date
         }
         day += Duration::days(1);
     }
+    // Refunds made before `settled` of the orders counted above (refunds are few next to
+    // orders: one statement). A refund follows its payment, so none is older than the first
+    // kept day's orders.
+    let first = midnight(first_kept_day(now));
+    if first < settled {
+        let subtract = tx.dialect().pick(
+            concat!(
+                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+                 SELECT substr(o.paid_at, 1, 10), rl.product_id, -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+                " FROM refunds r",
+                refunded_units_of!("r.created_at >= $1 AND r.created_at < $2 AND o.paid_at >= $1 AND o.paid_at < $2"),
+                " GROUP BY substr(o.paid_at, 1, 10), rl.product_id",
+                add_on_conflict!()
+            ),
+            concat!(
+                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+                 SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id,
+                        -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+                " FROM refunds r",
+                refunded_units_of!("r.created_at >= $1 AND r.created_at < $2 AND o.paid_at >= $1 AND o.paid_at < $2"),
+                " GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id",
+                add_on_conflict!()
+            ),
+        );
+        sql_execute!(tx, subtract, first, settled)
+            .context("subtracting the settled days' refunds")?;
+    }
     Ok(settled)
 }
 
-/// Add every PAID order paid at or after `from` that is not counted yet: first record them
+/// Subtract every refund made at or after `from` that is not counted yet, from the day its
+/// order was paid (if that day is still kept): first record them (one statement, one
+/// consistent set), then subtract exactly those refunds' units. The number of refunds.
+async fn subtract_new_refunds(
+    tx: &mut Tx,
+    run: i64,
+    from: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> AppResult<u64> {
+    let counted = sql_execute!(
+        tx,
+        "INSERT INTO ranking_counted_refunds (refund_id, created_at, run)
+         SELECT r.id, r.created_at, $1 FROM refunds r
+         WHERE r.created_at >= $2
+           AND NOT EXISTS (SELECT 1 FROM ranking_counted_refunds c WHERE c.refund_id = r.id)",
+        run,
+        from
+    )
+    .context("finding new refunds")?;
+    if counted == 0 {
+        return Ok(0);
+    }
+    let subtract = tx.dialect().pick(
+        concat!(
+            "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+             SELECT substr(o.paid_at, 1, 10), rl.product_id, -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+            " FROM ranking_counted_refunds c JOIN refunds r ON r.id = c.refund_id",
+            refunded_units_of!("c.run = $1 AND o.paid_at >= $2"),
+            " GROUP BY substr(o.paid_at, 1, 10), rl.product_id",
+            add_on_conflict!()
+        ),
+        concat!(
+            "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+             SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id,
+                    -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+            " FROM ranking_counted_refunds c JOIN refunds r ON r.id = c.refund_id",
+            refunded_units_of!("c.run = $1 AND o.paid_at >= $2"),
+            " GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id",
+            add_on_conflict!()
+        ),
+    );
+    sql_execute!(tx, subtract, run, midnight(first_kept_day(now)))
+        .context("subtracting new refunds from the aggregates")?;
+    Ok(counted)
+}
+
+/// Add every order paid at or after `from` (PAID or any later state) that is not counted yet:
+/// first record them
 /// (one statement, so one consistent set of orders), then add exactly those orders' lines.
 async fn count_new_payments(tx: &mut Tx, run: i64, from: DateTime<Utc>) -> AppResult<u64> {
     let counted = sql_execute!(
         tx,
         "INSERT INTO ranking_counted (order_id, paid_at, run)
          SELECT o.id, o.paid_at, $1 FROM orders o
-         WHERE o.status = 'PAID' AND o.paid_at >= $2
+         WHERE o.paid_at >= $2
            AND NOT EXISTS (SELECT 1 FROM ranking_counted c WHERE c.order_id = o.id)",
         run,
         from
@@ -275,7 +422,8 @@ crate::lite_row!(RankedRow {
 });
 
 /// Top `limit` products by quantity over days `>= from_day`, ties by revenue then id.
-/// Discontinued products are hidden, as everywhere else.
+/// Discontinued products are hidden, as everywhere else, and so are products whose every unit
+/// sold in the window was refunded.
 pub async fn top(
     h: &mut impl Handle,
     from_day: NaiveDate,
@@ -287,6 +435,7 @@ pub async fn top(
          FROM product_sales_daily s JOIN products p ON p.id = s.product_id
          WHERE s.day >= $1 AND p.status <> 'DISCONTINUED'
          GROUP BY s.product_id, p.name, p.price, p.status
+         HAVING SUM(s.quantity) > 0
          ORDER BY sold_quantity DESC, revenue DESC, s.product_id
          LIMIT $2",
         day_string(from_day), limit)?)

@@ -20,5 +20,6 @@ mod orders;
 mod outbox;
 mod products;
 mod ranking;
+mod refunds;
 mod rules;
 mod token_cache;

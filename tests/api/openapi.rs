@@ -100,6 +100,7 @@ fn every_answerable_status_is_declared() {
         ("/orders", "post"),
         ("/orders/{orderId}/pay", "post"),
         ("/orders/{orderId}/cancel", "post"),
+        ("/admin/orders/{orderId}/refunds", "post"),
     ] {
         let op = &doc["paths"][path][method];
         let key = params(op, "header")
@@ -156,6 +157,29 @@ fn enforced_bounds_are_declared() {
     );
     let description = schema("PlaceOrderRequest")["description"].to_string();
     assert!(description.contains("fromCart") && description.contains("productIds"));
+    let reason = &schema("RefundRequest")["properties"]["reason"];
+    assert_eq!(
+        (reason["minLength"].clone(), reason["maxLength"].clone()),
+        (1.into(), 500.into())
+    );
+    let refund_quantity = &schema("RefundLineRequest")["properties"]["quantity"];
+    assert_eq!(
+        (
+            refund_quantity["minimum"].clone(),
+            refund_quantity["maximum"].clone()
+        ),
+        (1.into(), 1000.into())
+    );
+    let refunds = &doc["paths"]["/admin/orders/{orderId}/refunds"]["post"]["responses"];
+    for status in [
+        "201", "400", "401", "403", "404", "409", "413", "415", "422",
+    ] {
+        assert!(refunds.get(status).is_some(), "refunds: {status}");
+    }
+    let statuses = schema("OrderStatus").to_string();
+    for status in ["CONFIRMED", "PARTIALLY_REFUNDED", "REFUNDED"] {
+        assert!(statuses.contains(status), "{statuses}");
+    }
     let discount = schema("DiscountBody").to_string();
     assert!(discount.contains("FIXED") && discount.contains("maxAmount"));
 }

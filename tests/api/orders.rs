@@ -50,7 +50,8 @@ async fn order_is_paid_at_order_time_price(backend: Backend) {
     );
     assert_eq!(
         order["items"][0],
-        json!({ "productId": mug, "name": "Mug", "unitPrice": 10_000, "quantity": 2, "lineTotal": 20_000 })
+        json!({ "productId": mug, "name": "Mug", "unitPrice": 10_000, "quantity": 2, "lineTotal": 20_000,
+                "refundedQuantity": 0 })
     );
     assert_eq!(order["payments"].as_array().unwrap().len(), 1);
     assert_eq!(order["payments"][0]["status"], "SUCCEEDED");

@@ -16,6 +16,7 @@ on_both_backends!(
     ties_break_by_product_id,
     as_of_and_windows_follow_the_jobs_clock,
     cold_start_loads_the_snapshot_once,
+    refunds_come_off_the_day_the_order_was_paid,
 );
 
 /// Pay an order and move its payment `days_ago` days into the past.
@@ -396,4 +397,110 @@ async fn cold_start_loads_the_snapshot_once(backend: Backend) {
         assert!(std::sync::Arc::ptr_eq(snapshot.as_ref().unwrap(), &first));
     }
     assert_eq!(cold.loads(), 1, "32 concurrent cold readers, one load");
+}
+
+/// Refund `quantity` units of `product` in `order_id` (restocked) and stamp the refund at
+/// `created_at` (what a refund commits, with the job's pinned clock).
+async fn refund_at(
+    app: &TestApp,
+    order_id: i64,
+    product: i64,
+    quantity: i64,
+    created_at: DateTime<Utc>,
+) {
+    let (status, refund) = app
+        .post(
+            &format!("/admin/orders/{order_id}/refunds"),
+            Some(ADMIN_TOKEN),
+            json!({ "lines": [{ "productId": product, "quantity": quantity }], "reason": "r" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{refund}");
+    let mut tx = app.db.begin().await.unwrap();
+    shopd::sql_execute!(
+        &mut tx,
+        "UPDATE refunds SET created_at = $1 WHERE id = $2",
+        created_at,
+        refund["id"].as_i64().unwrap()
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Best-sellers count units net of refunds (SPEC §14): a refund comes off the day its order
+/// was paid, even a day the job aggregated long ago; a refund committed after a run that saw
+/// newer refunds is still subtracted once; a product whose every unit came back is not ranked;
+/// and incremental runs agree with a full rebuild.
+async fn refunds_come_off_the_day_the_order_was_paid(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (id, token) = app.member("buyer").await;
+    app.charge(id, &token, 1_000_000).await;
+    let a = app.product("A", 100, 1_000).await;
+    let b = app.product("B", 100, 1_000).await;
+    let two_days_ago_a = pending(&app, &token, &[(a, 5)]).await;
+    let today_b = pending(&app, &token, &[(b, 3)]).await;
+    let long_ago_a = pending(&app, &token, &[(a, 7)]).await;
+    mark_paid(&app, two_days_ago_a, at("2029-12-30T12:00:00Z")).await;
+    mark_paid(&app, today_b, at("2030-01-01T10:00:00Z")).await;
+    mark_paid(&app, long_ago_a, at("2029-11-01T12:00:00Z")).await; // beyond the longest window
+    // A CONFIRMED order is a paid order like any other: it counts.
+    let mut tx = app.db.begin().await.unwrap();
+    shopd::sql_execute!(
+        &mut tx,
+        "UPDATE orders SET status = 'CONFIRMED', confirmed_at = paid_at WHERE id = $1",
+        today_b
+    )
+    .unwrap();
+    tx.commit().await.unwrap();
+
+    let (_, snapshot) = run_job(&app, at("2030-01-01T12:00:00Z"), true).await;
+    assert_eq!(top(&snapshot, 3), vec![(a, 5), (b, 3)]);
+
+    // 3 units of an order of a day already aggregated come back.
+    refund_at(&app, two_days_ago_a, a, 3, at("2030-01-01T12:30:00Z")).await;
+    let (run, snapshot) = run_job(&app, at("2030-01-01T12:31:00Z"), false).await;
+    assert_eq!(
+        run,
+        JobRun::Ran {
+            full: false,
+            counted: 0
+        }
+    );
+    assert_eq!(top(&snapshot, 3), vec![(b, 3), (a, 2)]);
+    assert_eq!(
+        top(&snapshot, 1),
+        vec![(b, 3)],
+        "off its paid day, not today"
+    );
+    let revenue = snapshot.top(3, 100)[1].revenue;
+    assert_eq!(revenue, 200, "revenue net of the refunded units");
+
+    // A refund stamped before the newest one the last run saw, committed only now; and a
+    // refund of an order paid before the longest window (its day is gone: nothing to do).
+    refund_at(&app, today_b, b, 1, at("2030-01-01T12:29:00Z")).await;
+    refund_at(&app, long_ago_a, a, 7, at("2030-01-01T12:31:30Z")).await;
+    let (_, snapshot) = run_job(&app, at("2030-01-01T12:32:00Z"), false).await;
+    assert_eq!(top(&snapshot, 3), vec![(a, 2), (b, 2)]);
+    // Running again subtracts nothing twice; a full rebuild gives the same numbers.
+    let t = at("2030-01-01T12:33:00Z");
+    let (_, again) = run_job(&app, t, false).await;
+    assert_eq!(again.by_days, snapshot.by_days);
+    let (_, rebuilt) = run_job(&app, t, true).await;
+    assert_eq!(rebuilt.by_days, snapshot.by_days);
+
+    // Every unit of A in the window back: A is no longer a best-seller.
+    refund_at(&app, two_days_ago_a, a, 2, at("2030-01-01T12:34:00Z")).await;
+    let (_, snapshot) = run_job(&app, at("2030-01-01T12:35:00Z"), false).await;
+    assert_eq!(top(&snapshot, 30), vec![(b, 2)]);
+    let (_, rebuilt) = run_job(&app, at("2030-01-01T12:35:00Z"), true).await;
+    assert_eq!(rebuilt.by_days, snapshot.by_days);
+    let mut conn = app.db.read().await.unwrap();
+    let oldest: String =
+        shopd::sql_scalar!(&mut conn, "SELECT MIN(day) FROM product_sales_daily").unwrap();
+    assert!(
+        oldest.as_str() >= "2029-12-02",
+        "no row for a pruned day: {oldest}"
+    );
 }

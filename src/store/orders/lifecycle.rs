@@ -1,10 +1,13 @@
 //! Leaving PENDING without payment: cancel and expire give back stock and coupon exactly
-//! once, because every status change is conditional on PENDING.
+//! once, because every status change is conditional on PENDING, and write `ORDER_CANCELLED` /
+//! `ORDER_EXPIRED` in the same transaction. And PAID → CONFIRMED once the data platform has
+//! the order.
 
 use chrono::{DateTime, Utc};
 
 use super::*;
 use crate::db::{Db, Handle, Locks, Tx};
+use crate::store::outbox;
 use crate::{sql_all, sql_execute, sql_optional};
 
 /// Lock the order row (a no-op conditional UPDATE) and check it belongs to the actor.
@@ -88,8 +91,9 @@ pub async fn due_for_expiry(
     .collect())
 }
 
-/// Move a PENDING order to CANCELLED or EXPIRED and give back its stock and coupon — exactly
-/// once, because the status change is conditional on PENDING.
+/// Move a PENDING order to CANCELLED or EXPIRED, give back its stock and coupon — exactly
+/// once, because the status change is conditional on PENDING — and write its
+/// `ORDER_CANCELLED` / `ORDER_EXPIRED` event.
 pub(super) async fn close_order(
     tx: &mut Tx,
     order: &OrderRow,
@@ -107,7 +111,8 @@ pub(super) async fn close_order(
     if closed != 1 {
         return Err(anyhow::anyhow!("order {} was not PENDING when closing", order.id).into());
     }
-    for line in order_lines(tx, order.id).await? {
+    let lines = order_lines(tx, order.id).await?;
+    for line in &lines {
         sql_execute!(
             tx,
             "UPDATE products SET stock = stock + $1 WHERE id = $2",
@@ -124,7 +129,41 @@ pub(super) async fn close_order(
             order.id
         )?;
     }
-    record_transition(tx, order.id, Some(OrderStatus::Pending), to, reason, now).await
+    record_transition(tx, order.id, Some(OrderStatus::Pending), to, reason, now).await?;
+    let event_type = match to {
+        OrderStatus::Expired => outbox::ORDER_EXPIRED,
+        _ => outbox::ORDER_CANCELLED,
+    };
+    let mut released = order.clone();
+    released.status = to.as_str().to_string();
+    released.updated_at = now;
+    outbox::enqueue_order_released(tx, event_type, &released, &lines, now).await?;
+    Ok(())
+}
+
+/// PAID → CONFIRMED: the data platform acknowledged the order's `ORDER_PAID` event. Called in
+/// the transaction that marks that event delivered. Conditional on PAID, so an order refunded
+/// meanwhile stays refunded, and a redelivery changes nothing. True if it changed now.
+pub async fn confirm_order(tx: &mut Tx, order_id: i64, now: DateTime<Utc>) -> AppResult<bool> {
+    let confirmed = sql_execute!(
+        tx,
+        "UPDATE orders SET status = 'CONFIRMED', confirmed_at = $1, updated_at = $1
+         WHERE id = $2 AND status = 'PAID'",
+        now,
+        order_id
+    )?;
+    if confirmed == 1 {
+        record_transition(
+            tx,
+            order_id,
+            Some(OrderStatus::Paid),
+            OrderStatus::Confirmed,
+            "PLATFORM_ACKNOWLEDGED",
+            now,
+        )
+        .await?;
+    }
+    Ok(confirmed == 1)
 }
 
 pub(super) async fn record_transition(

@@ -19,7 +19,7 @@ use crate::error::{AppError, AppResult};
 
 macro_rules! order_columns {
     () => {
-        "id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id, expires_at, created_at, updated_at, paid_at"
+        "id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount"
     };
 }
 
@@ -38,6 +38,9 @@ pub struct OrderRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub paid_at: Option<DateTime<Utc>>,
+    pub confirmed_at: Option<DateTime<Utc>>,
+    /// Sum of the order's refunds.
+    pub refunded_amount: i64,
 }
 crate::lite_row!(OrderRow {
     id,
@@ -52,7 +55,9 @@ crate::lite_row!(OrderRow {
     expires_at,
     created_at,
     updated_at,
-    paid_at
+    paid_at,
+    confirmed_at,
+    refunded_amount
 });
 
 impl OrderRow {
@@ -71,6 +76,8 @@ pub struct LineRow {
     pub unit_price: i64,
     pub quantity: i64,
     pub line_total: i64,
+    /// Units of this line refunded so far.
+    pub refunded_quantity: i64,
 }
 crate::lite_row!(LineRow {
     order_id,
@@ -78,7 +85,8 @@ crate::lite_row!(LineRow {
     name,
     unit_price,
     quantity,
-    line_total
+    line_total,
+    refunded_quantity
 });
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -163,11 +171,15 @@ mod lifecycle;
 mod payment;
 mod place;
 mod read;
+mod refund;
 
-pub use lifecycle::{cancel_order, closing_locks, due_for_expiry, expire_order};
+pub use lifecycle::{cancel_order, closing_locks, confirm_order, due_for_expiry, expire_order};
 pub use payment::{pay_order, paying_locks};
 pub use place::place_order;
 pub use read::{find_order, list_orders, order_lines};
+pub use refund::{
+    RefundDetails, RefundLineRow, RefundOrder, RefundRow, refund_order, refunding_locks,
+};
 
 pub(crate) fn coupon_invalid(reason: &str, message: &str, extra: serde_json::Value) -> AppError {
     let mut details = json!({ "reason": reason });
@@ -202,4 +214,5 @@ pub struct OrderDetails {
     pub lines: Vec<LineRow>,
     pub payments: Vec<PaymentRow>,
     pub history: Vec<HistoryRow>,
+    pub refunds: Vec<RefundDetails>,
 }

@@ -97,6 +97,7 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
                 unit_price,
                 quantity,
                 line_total,
+                refunded_quantity: 0,
             },
         )
         .collect();
@@ -157,6 +158,7 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
             lines,
             payments,
             history,
+            refunds: Vec::new(),
         },
         payment,
     })

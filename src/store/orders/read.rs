@@ -1,5 +1,6 @@
-//! Reading orders with their lines, payments and history (no N+1).
+//! Reading orders with their lines, payments, history and refunds (no N+1).
 
+use super::refund::{member_refunds, order_refunds};
 use super::*;
 use crate::db::Handle;
 use crate::{sql_all, sql_optional};
@@ -7,8 +8,8 @@ use crate::{sql_all, sql_optional};
 /// Lines in ascending product id (the lock order).
 pub async fn order_lines(h: &mut impl Handle, order_id: i64) -> AppResult<Vec<LineRow>> {
     Ok(sql_all!(LineRow; h,
-        "SELECT order_id, product_id, name, unit_price, quantity, line_total FROM order_lines
-         WHERE order_id = $1 ORDER BY product_id", order_id)?)
+        "SELECT order_id, product_id, name, unit_price, quantity, line_total, refunded_quantity
+         FROM order_lines WHERE order_id = $1 ORDER BY product_id", order_id)?)
 }
 
 pub async fn find_order(
@@ -27,15 +28,17 @@ pub async fn find_order(
     let history = sql_all!(HistoryRow; h,
         "SELECT order_id, from_status, to_status, reason, created_at FROM order_status_history
          WHERE order_id = $1 ORDER BY id", order_id)?;
+    let refunds = order_refunds(h, order_id).await?;
     Ok(OrderDetails {
         order,
         lines,
         payments,
         history,
+        refunds,
     })
 }
 
-/// A member's orders, newest first, with details loaded in three batched queries (no N+1).
+/// A member's orders, newest first, with details loaded in a few batched queries (no N+1).
 pub async fn list_orders(
     h: &mut impl Handle,
     user_id: i64,
@@ -53,7 +56,7 @@ pub async fn list_orders(
         return Ok(Vec::new());
     };
     let lines = sql_all!(LineRow; h,
-        "SELECT l.order_id, l.product_id, l.name, l.unit_price, l.quantity, l.line_total
+        "SELECT l.order_id, l.product_id, l.name, l.unit_price, l.quantity, l.line_total, l.refunded_quantity
          FROM order_lines l JOIN orders o ON o.id = l.order_id
          WHERE o.user_id = $1 AND l.order_id BETWEEN $2 AND $3 ORDER BY l.order_id, l.product_id",
         user_id, oldest, newest)?;
@@ -66,6 +69,7 @@ pub async fn list_orders(
          FROM order_status_history hi JOIN orders o ON o.id = hi.order_id
          WHERE o.user_id = $1 AND hi.order_id BETWEEN $2 AND $3 ORDER BY hi.id",
         user_id, oldest, newest)?;
+    let refunds = member_refunds(h, user_id, oldest, newest).await?;
     Ok(orders
         .into_iter()
         .map(|order| {
@@ -81,6 +85,11 @@ pub async fn list_orders(
                 history: history
                     .iter()
                     .filter(|h| h.order_id == id)
+                    .cloned()
+                    .collect(),
+                refunds: refunds
+                    .iter()
+                    .filter(|r| r.refund.order_id == id)
                     .cloned()
                     .collect(),
             }
