@@ -196,6 +196,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::outbox::router())
         .merge(api::ranking::router())
         .merge(api::admin::router())
+        .merge(api::stats::router())
         .split_for_parts();
     let mut doc = doc;
     utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);
@@ -219,6 +220,7 @@ pub fn router(state: AppState) -> Router {
                 // Offline: never send the document to validator.swagger.io.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
+        .merge(crate::console::router())
         .fallback(|| async { AppError::RouteNotFound })
         .layer(middleware::from_fn_with_state(settings.request_timeout, enforce_timeout))
         .layer(middleware::from_fn(track_metrics))

@@ -10,6 +10,7 @@ pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod ranking;
+pub mod stats;
 pub mod users;
 
 use chrono::{DateTime, Utc};

@@ -1,6 +1,7 @@
 //! Black-box tests: the real router over HTTP against a real database, on SQLite and
 //! PostgreSQL. One binary (faster to link); one module per resource.
 
+mod browser;
 mod helpers;
 mod invariants;
 
@@ -8,6 +9,7 @@ mod admin;
 mod balance;
 mod cli;
 mod concurrency;
+mod console;
 mod coupons;
 mod crash;
 mod formats;
@@ -21,4 +23,5 @@ mod outbox;
 mod products;
 mod ranking;
 mod rules;
+mod stats;
 mod token_cache;
