@@ -10,10 +10,11 @@ function s(tag, attrs = {}, text) {
   return el;
 }
 
-function niceMax(max) {
-  if (max <= 0) return 1;
-  const exp = 10 ** Math.floor(Math.log10(max));
-  for (const m of [1, 2, 2.5, 5, 10]) if (m * exp >= max) return m * exp;
+/** The smallest "round" step (1, 2 or 5 times a power of ten, at least 1) ≥ `x`. */
+function niceStep(x) {
+  if (x <= 1) return 1;
+  const exp = 10 ** Math.floor(Math.log10(x));
+  for (const m of [1, 2, 5, 10]) if (m * exp >= x) return m * exp;
   return 10 * exp;
 }
 
@@ -24,19 +25,21 @@ export function barChart({ title, description, points, format, cls = '' }) {
   const width = 720;
   const height = 220;
   const left = 64;
-  const right = 12;
+  const right = 36;
   const top = 12;
   const bottom = 34;
   const plotW = width - left - right;
   const plotH = height - top - bottom;
-  const max = niceMax(Math.max(0, ...points.map((p) => p.value)));
+  // Four gridlines at round values: 0, step, 2·step, 3·step, 4·step.
+  const step = niceStep(Math.max(0, ...points.map((p) => p.value)) / 4);
+  const max = step * 4;
   const id = `c${Math.random().toString(36).slice(2, 8)}`;
   const svg = s('svg', { viewBox: `0 0 ${width} ${height}`, role: 'img', 'aria-labelledby': `${id}-t ${id}-d` });
   svg.append(s('title', { id: `${id}-t` }, title), s('desc', { id: `${id}-d` }, description));
   for (let i = 0; i <= 4; i += 1) {
     const y = top + plotH - (plotH * i) / 4;
     svg.append(s('line', { class: 'grid-line', x1: left, x2: width - right, y1: y, y2: y }));
-    svg.append(s('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, format((max * i) / 4)));
+    svg.append(s('text', { x: left - 6, y: y + 4, 'text-anchor': 'end' }, format(step * i)));
   }
   svg.append(s('line', { class: 'axis', x1: left, x2: width - right, y1: top + plotH, y2: top + plotH }));
   const n = Math.max(points.length, 1);

@@ -155,6 +155,8 @@ export function pager(container, { load, render, label }) {
       cursors[index + 1] = page.nextCursor || undefined;
       prev.disabled = index === 0;
       next.disabled = !page.nextCursor;
+      // One page only: no pager to distract.
+      nav.hidden = index === 0 && !page.nextCursor;
       where.textContent = `Page ${index + 1}`;
     } catch (err) {
       body.replaceChildren(h('p.error-text', { role: 'alert' }, describe(err)));

@@ -33,7 +33,7 @@ export async function render(view) {
       { label: 'Name', cell: (c) => c.name },
       { label: 'Discount', cell: (c) => discountText(c.discount) },
       { label: 'Minimum order', num: true, cell: (c) => money(c.minOrderAmount) },
-      { label: 'Issued / total', cell: (c) => h('span',
+      { label: 'Issued / total', cell: (c) => h('span.nowrap',
         h('progress', { max: c.totalQuantity, value: c.issuedQuantity, 'aria-label': `${c.name}: ${c.issuedQuantity} of ${c.totalQuantity} issued` }),
         ` ${num(c.issuedQuantity)} / ${num(c.totalQuantity)}`) },
       { label: 'Issue window', cell: (c) => `${when(c.issueStartsAt)} – ${when(c.issueEndsAt)}` },

@@ -94,7 +94,7 @@ export async function render(view) {
             { label: 'Event', cell: (e) => h('span', { title: e.eventId }, `${e.type} · order `, h('a', { href: `#/orders/${e.orderId}` }, `#${e.orderId}`)) },
             { label: 'Attempts', num: true, cell: (e) => num(e.attempts) },
             { label: 'Last error', cell: (e) => e.lastError || '—' },
-            { label: 'Since', cell: (e) => when(e.createdAt) },
+            { label: 'Since', cell: (e) => h('span.nowrap', when(e.createdAt)) },
             { label: 'Action', cell: (e) => h('button.small', { type: 'button', 'aria-label': `Replay event for order ${e.orderId}`, onclick: (ev) => replay(ev.currentTarget, [e]) }, 'Replay') },
           ], items, { empty: 'No dead events. Every event was delivered or is still being tried.' }),
           h('div.actions', replayAll));
@@ -150,8 +150,8 @@ function tile(label, value, id, alert) {
 }
 
 function compactMoney(v) {
-  if (v >= 1e9) return `₩${(v / 1e9).toFixed(1)}B`;
-  if (v >= 1e6) return `₩${(v / 1e6).toFixed(1)}M`;
-  if (v >= 1e3) return `₩${(v / 1e3).toFixed(0)}k`;
+  if (v >= 1e9) return `₩${+(v / 1e9).toFixed(2)}B`;
+  if (v >= 1e6) return `₩${+(v / 1e6).toFixed(2)}M`;
+  if (v >= 1e3) return `₩${+(v / 1e3).toFixed(2)}k`;
   return `₩${Math.round(v)}`;
 }
