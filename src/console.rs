@@ -27,7 +27,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/console", get(index))
-        .route("/console/", get(|| async { Redirect::permanent("/console") }))
+        .route(
+            "/console/",
+            get(|| async { Redirect::permanent("/console") }),
+        )
         .route("/console/{*path}", get(asset))
 }
 
@@ -88,7 +91,10 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }

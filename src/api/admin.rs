@@ -117,20 +117,23 @@ pub struct AdminOrderQuery {
     pub limit: Option<i64>,
 }
 
-pub(crate) fn earliest() -> DateTime<Utc> {
+fn earliest() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0)
         .single()
         .unwrap_or_default()
 }
 
-pub(crate) fn latest() -> DateTime<Utc> {
+fn latest() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59)
         .single()
         .unwrap_or_default()
 }
 
 /// A `from`/`to` bound within the years both backends store and compare the same way.
-pub(crate) fn time_bound(field: &str, t: Option<DateTime<Utc>>) -> AppResult<Option<DateTime<Utc>>> {
+pub(crate) fn time_bound(
+    field: &str,
+    t: Option<DateTime<Utc>>,
+) -> AppResult<Option<DateTime<Utc>>> {
     match t {
         Some(t) if t < earliest() || t > latest() => Err(AppError::validation(
             field,

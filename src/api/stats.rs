@@ -115,8 +115,14 @@ pub fn dense_hours(
         at += Duration::hours(1);
     }
     for row in rows {
-        let naive = NaiveDateTime::parse_from_str(&format!("{}:00:00", row.hour), "%Y-%m-%dT%H:%M:%S")
-            .map_err(|e| AppError::from(anyhow::anyhow!("bad hour {:?} from the database: {e}", row.hour)))?;
+        let naive =
+            NaiveDateTime::parse_from_str(&format!("{}:00:00", row.hour), "%Y-%m-%dT%H:%M:%S")
+                .map_err(|e| {
+                    AppError::from(anyhow::anyhow!(
+                        "bad hour {:?} from the database: {e}",
+                        row.hour
+                    ))
+                })?;
         let hour = Utc.from_utc_datetime(&naive);
         let index = (hour - from).num_hours();
         if let Some(slot) = usize::try_from(index).ok().and_then(|i| hours.get_mut(i)) {
@@ -191,13 +197,19 @@ mod tests {
             (t("2026-11-20T19:00:00Z"), t("2026-11-21T19:00:00Z"))
         );
         assert_eq!(
-            sales_range(Some(t("2026-11-21T10:30:00Z")), Some(t("2026-11-21T12:00:00Z")), now)
-                .unwrap(),
+            sales_range(
+                Some(t("2026-11-21T10:30:00Z")),
+                Some(t("2026-11-21T12:00:00Z")),
+                now
+            )
+            .unwrap(),
             (t("2026-11-21T10:00:00Z"), t("2026-11-21T12:00:00Z"))
         );
         // On the hour exactly: the current hour is still included.
         assert_eq!(
-            sales_range(None, None, t("2026-11-21T18:00:00Z")).unwrap().1,
+            sales_range(None, None, t("2026-11-21T18:00:00Z"))
+                .unwrap()
+                .1,
             t("2026-11-21T19:00:00Z")
         );
     }
@@ -205,16 +217,28 @@ mod tests {
     #[test]
     fn bad_ranges_name_the_field() {
         let now = t("2026-11-21T18:42:37Z");
-        let err = sales_range(Some(t("2026-11-21T12:00:00Z")), Some(t("2026-11-21T12:00:00Z")), now)
-            .unwrap_err();
+        let err = sales_range(
+            Some(t("2026-11-21T12:00:00Z")),
+            Some(t("2026-11-21T12:00:00Z")),
+            now,
+        )
+        .unwrap_err();
         assert_eq!(err.code(), "VALIDATION_ERROR");
         assert!(
-            sales_range(Some(t("2026-10-01T00:00:00Z")), Some(t("2026-11-21T00:00:00Z")), now)
-                .is_err()
+            sales_range(
+                Some(t("2026-10-01T00:00:00Z")),
+                Some(t("2026-11-21T00:00:00Z")),
+                now
+            )
+            .is_err()
         );
         assert!(
-            sales_range(Some(t("2026-10-21T00:00:00Z")), Some(t("2026-11-21T00:00:00Z")), now)
-                .is_ok()
+            sales_range(
+                Some(t("2026-10-21T00:00:00Z")),
+                Some(t("2026-11-21T00:00:00Z")),
+                now
+            )
+            .is_ok()
         );
     }
 
@@ -225,9 +249,13 @@ mod tests {
             orders: 2,
             revenue: 3_000,
         }];
-        let hours = dense_hours(t("2026-11-21T10:00:00Z"), t("2026-11-21T13:00:00Z"), rows).unwrap();
+        let hours =
+            dense_hours(t("2026-11-21T10:00:00Z"), t("2026-11-21T13:00:00Z"), rows).unwrap();
         assert_eq!(hours.len(), 3);
-        assert_eq!((hours[0].orders, hours[1].orders, hours[2].orders), (0, 2, 0));
+        assert_eq!(
+            (hours[0].orders, hours[1].orders, hours[2].orders),
+            (0, 2, 0)
+        );
         assert_eq!(hours[1].revenue, 3_000);
         assert_eq!(hours[1].hour, t("2026-11-21T11:00:00Z"));
     }

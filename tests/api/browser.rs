@@ -8,8 +8,8 @@
 //!
 //! Browser tests run one at a time (a process-wide lock): each Chromium wants most of a core.
 
-use std::path::PathBuf;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -76,7 +76,8 @@ impl Browser {
             &["chromium", "chromium-browser", "google-chrome"],
         );
         let (Some(driver_bin), Some(chromium)) = (driver_bin, chromium) else {
-            let reason = "chromedriver or chromium not found (apt-get install chromium chromium-driver)";
+            let reason =
+                "chromedriver or chromium not found (apt-get install chromium chromium-driver)";
             if required() {
                 panic!("SHOPD_TEST_REQUIRE_BROWSER=1 but {reason}");
             }
@@ -156,7 +157,8 @@ impl Browser {
                 }
             }
             if Instant::now() > deadline {
-                self.screenshot(&format!("failed-{}", sanitize(needle))).await;
+                self.screenshot(&format!("failed-{}", sanitize(needle)))
+                    .await;
                 panic!(
                     "no {css:?} with text {needle:?} within 15 s; the page says:\n{}",
                     self.page_text().await
@@ -187,7 +189,10 @@ impl Browser {
 
     /// Click the button whose text is exactly `label` (inside `scope`, a CSS selector).
     pub async fn click_button(&self, scope: &str, label: &str) {
-        let xpath = format!("{}//button[normalize-space(.)='{label}']", css_scope_xpath(scope));
+        let xpath = format!(
+            "{}//button[normalize-space(.)='{label}']",
+            css_scope_xpath(scope)
+        );
         let button = self
             .client
             .wait()
