@@ -198,6 +198,7 @@ pub fn api_router() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(api::ranking::router())
         .merge(api::admin::router())
         .merge(api::refunds::router())
+        .merge(api::stats::router())
         .split_for_parts();
     let mut doc = doc;
     utoipa::Modify::modify(&api::openapi::ApiConventions, &mut doc);
@@ -221,6 +222,7 @@ pub fn router(state: AppState) -> Router {
                 // Offline: never send the document to validator.swagger.io.
                 .config(utoipa_swagger_ui::Config::default().validator_url("none")),
         )
+        .merge(crate::console::router())
         .fallback(|| async { AppError::RouteNotFound })
         .layer(middleware::from_fn_with_state(settings.request_timeout, enforce_timeout))
         .layer(middleware::from_fn(track_metrics))

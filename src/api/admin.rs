@@ -141,7 +141,10 @@ fn latest() -> DateTime<Utc> {
 }
 
 /// A `from`/`to` bound within the years both backends store and compare the same way.
-fn time_bound(field: &str, t: Option<DateTime<Utc>>) -> AppResult<Option<DateTime<Utc>>> {
+pub(crate) fn time_bound(
+    field: &str,
+    t: Option<DateTime<Utc>>,
+) -> AppResult<Option<DateTime<Utc>>> {
     match t {
         Some(t) if t < earliest() || t > latest() => Err(AppError::validation(
             field,

@@ -11,6 +11,7 @@ pub mod outbox;
 pub mod products;
 pub mod ranking;
 pub mod refunds;
+pub mod stats;
 pub mod users;
 
 use chrono::{DateTime, Utc};

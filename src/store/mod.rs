@@ -13,6 +13,7 @@ pub mod orders;
 pub mod outbox;
 pub mod products;
 pub mod ranking;
+pub mod stats;
 pub mod users;
 
 use chrono::{DateTime, SubsecRound, Utc};

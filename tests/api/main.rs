@@ -1,6 +1,7 @@
 //! Black-box tests: the real router over HTTP against a real database, on SQLite and
 //! PostgreSQL. One binary (faster to link); one module per resource.
 
+mod browser;
 mod helpers;
 mod invariants;
 
@@ -8,6 +9,7 @@ mod admin;
 mod balance;
 mod cli;
 mod concurrency;
+mod console;
 mod coupons;
 mod crash;
 mod formats;
@@ -22,4 +24,5 @@ mod products;
 mod ranking;
 mod refunds;
 mod rules;
+mod stats;
 mod token_cache;
