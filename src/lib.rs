@@ -6,6 +6,7 @@
 //! - [`store`]: business commands and queries, one code path for SQLite and PostgreSQL
 //! - [`db`]: pools, transactions, the dialect-neutral statement macros, migrations
 //! - [`idempotency`], [`auth`], [`extract`], [`error`]: cross-cutting HTTP mechanisms
+//! - [`http`]: routes, OpenAPI document, middleware, metrics endpoint
 //! - [`app`], [`workers`], [`cli`], [`config`]: assembly and operations
 
 pub mod api;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod http;
 pub mod idempotency;
 pub mod mock_platform;
 pub mod ranking;

@@ -5,7 +5,7 @@
 use serde_json::Value;
 
 fn doc() -> Value {
-    serde_json::to_value(shopd::app::openapi()).expect("serializable")
+    serde_json::to_value(shopd::http::openapi()).expect("serializable")
 }
 
 #[test]
