@@ -92,13 +92,6 @@ impl FromRequestParts<AppState> for Principal {
     }
 }
 
-/// Call in the transaction that rotates or revokes a member token: every instance drops its
-/// token cache within [`MemberTokenCache::RECHECK`].
-pub async fn bump_token_epoch(tx: &mut crate::db::Tx) -> Result<(), AppError> {
-    crate::sql_execute!(tx, "UPDATE token_epoch SET epoch = epoch + 1 WHERE id = 1")?;
-    Ok(())
-}
-
 /// Extractor for admin-only endpoints: a member token is `403`, no token `401`.
 #[derive(Clone, Copy, Debug)]
 pub struct Admin;

@@ -44,7 +44,7 @@ impl Wakeup {
 /// Member tokens already looked up: a read of `users` per request was a sixth of the server's
 /// CPU under order load. Only found tokens are kept. The cache is valid while the database's
 /// `token_epoch` is unchanged; it is re-read at most once per [`MemberTokenCache::RECHECK`],
-/// and any rotation or revocation bumps it ([`bump_token_epoch`]), so a rotated token stops
+/// and any rotation or revocation bumps it ([`crate::store::users::bump_token_epoch`]), so a rotated token stops
 /// working on every instance within a second and a new member's token works at once.
 #[derive(Clone, Default)]
 pub struct MemberTokenCache(std::sync::Arc<std::sync::Mutex<TokenCacheState>>);

@@ -43,7 +43,14 @@ pub async fn replace_token(tx: &mut Tx, id: i64, token_hash: &str) -> AppResult<
         "UPDATE users SET token_hash = $1 WHERE id = $2 RETURNING id, name, created_at",
         token_hash, id)?;
     if row.is_some() {
-        crate::auth::bump_token_epoch(tx).await?;
+        bump_token_epoch(tx).await?;
     }
     Ok(row)
+}
+
+/// Call in the transaction that rotates or revokes a member token: every instance drops its
+/// token cache within [`crate::state::MemberTokenCache::RECHECK`].
+pub async fn bump_token_epoch(tx: &mut crate::db::Tx) -> AppResult<()> {
+    crate::sql_execute!(tx, "UPDATE token_epoch SET epoch = epoch + 1 WHERE id = 1")?;
+    Ok(())
 }

@@ -4,6 +4,7 @@
 mod browser;
 mod helpers;
 mod invariants;
+mod layers;
 
 mod admin;
 mod balance;

@@ -34,7 +34,7 @@ async fn a_revoked_token_stops_on_every_instance_within_a_second(backend: Backen
                 "revoked",
                 user_id
             )?;
-            shopd::auth::bump_token_epoch(tx).await?;
+            shopd::store::users::bump_token_epoch(tx).await?;
             Ok::<_, AppError>(())
         })
         .await
