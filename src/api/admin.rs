@@ -1,6 +1,9 @@
 //! Back office (SPEC §15): admin lists with filters, campaign management, token reissue.
 //!
 //! Every list answers `{items, nextCursor}` and pages over an index (see `store::admin`).
+//!
+//! (Longer than most files: four lists share one filter/cursor vocabulary, and keeping their
+//! request types, OpenAPI annotations and handlers side by side keeps them consistent.)
 
 use axum::extract::State;
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};

@@ -2,6 +2,10 @@
 //! commands in ONE transaction, each in its own savepoint, commits once, and only then answers
 //! every caller.
 //!
+//! (Longer than most files: queueing, batching, savepoints, PostgreSQL pre-locks and retries,
+//! the panic guard and the metrics are one protocol; split, its invariants would be spread
+//! over several files.)
+//!
 //! - A command that fails (a business rejection or a statement error) rolls back only its own
 //!   savepoint; its caller gets that failure, the rest of the batch commits.
 //! - A failed commit (or a broken connection) answers every caller of the batch with a

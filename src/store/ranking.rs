@@ -2,6 +2,9 @@
 //! the aggregation job, net of refunded units (SPEC §14); the read path only ever reads the
 //! aggregates.
 //!
+//! (Longer than most files: the incremental job, its refund counterpart and the full rebuild
+//! must agree row for row, so they live together; the last 20 lines are unit tests.)
+//!
 //! A paid order is one with a `paid_at`: PAID, and every later state (CONFIRMED, PARTIALLY_
 //! REFUNDED, REFUNDED) — an order counts on the day it was paid, whatever happened to it since.
 //!
