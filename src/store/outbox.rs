@@ -152,12 +152,26 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// When the next PENDING event falls due (to sleep exactly until then).
+/// When the next PENDING event can be claimed: its attempt is due and no relay holds a lease
+/// on it (to sleep exactly until then; events in flight do not wake anyone).
 pub async fn next_due(h: &mut impl crate::db::Handle) -> AppResult<Option<DateTime<Utc>>> {
     Ok(crate::sql_scalar!(
         h,
-        "SELECT MIN(next_attempt_at) FROM outbox_events WHERE status = 'PENDING'"
+        "SELECT MIN(CASE WHEN locked_until > next_attempt_at THEN locked_until
+                         ELSE next_attempt_at END)
+         FROM outbox_events WHERE status = 'PENDING'"
     )?)
+}
+
+/// Give up this relay's lease on an event it claimed but never sent (at shutdown), so that the
+/// next relay takes it at once instead of when the lease runs out.
+pub async fn release(tx: &mut Tx, id: &str) -> AppResult<()> {
+    sql_execute!(
+        tx,
+        "UPDATE outbox_events SET locked_until = NULL WHERE id = $1 AND status = 'PENDING'",
+        id
+    )?;
+    Ok(())
 }
 
 /// `(pending, dead)` counts.
