@@ -25,7 +25,7 @@ pub enum Command {
     SeedDemo(DatabaseSettings),
     /// Run the best-seller aggregation once and print the current top 5 over 3 days.
     Rank(RankArgs),
-    /// Run a stand-in data platform that receives ORDER_PAID events.
+    /// Run a stand-in data platform that receives shopd's events (any type) and reports them.
     MockPlatform(MockPlatformArgs),
 }
 
@@ -140,7 +140,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 fail_rate: args.fail_rate,
                 delay: args.delay,
             };
-            let listener = tokio::net::TcpListener::bind(&args.listen).await?;
+            let addr = tokio::net::lookup_host(&args.listen)
+                .await?
+                .next()
+                .with_context(|| format!("--listen {}: no address", args.listen))?;
+            let listener = crate::mock_platform::bind(addr)?;
             println!(
                 "mock data platform listening on http://{}/events",
                 listener.local_addr()?
@@ -273,5 +277,26 @@ mod tests {
         assert_eq!(s.max_balance, 10_000_000);
         assert!(Cli::try_parse_from(["shopd", "serve", "--max-charge", "0"]).is_err());
         assert!(Cli::try_parse_from(["shopd", "serve", "--reservation-ttl", "soon"]).is_err());
+    }
+
+    #[test]
+    fn relay_concurrency_defaults_to_16_and_is_bounded() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["shopd", "serve"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| match cli.command {
+                Command::Serve(s) => s.relay_concurrency,
+                _ => 0,
+            })
+        };
+        assert_eq!(parse(&[]).ok(), Some(16));
+        assert_eq!(
+            Settings::for_database("sqlite://x.db").relay_concurrency,
+            16,
+            "the programmatic defaults match the flags'"
+        );
+        assert_eq!(parse(&["--relay-concurrency", "4"]).ok(), Some(4));
+        assert!(parse(&["--relay-concurrency", "0"]).is_err());
+        assert!(parse(&["--relay-concurrency", "100000"]).is_err());
     }
 }

@@ -130,6 +130,11 @@ pub struct Settings {
     #[arg(long, env = "SHOPD_DATA_PLATFORM_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub data_platform_timeout: Duration,
 
+    /// Most deliveries in flight to the data platform at once (per instance). Connections are
+    /// kept alive and reused, so this is also about how many the relay opens.
+    #[arg(long, env = "SHOPD_RELAY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub relay_concurrency: u32,
+
     /// How long an unpaid order holds its stock and coupon.
     #[arg(long, env = "SHOPD_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -177,6 +182,7 @@ impl Settings {
             outbox_backoff_max: Duration::from_secs(300),
             outbox_sweep_interval: Duration::from_secs(10),
             data_platform_timeout: Duration::from_secs(10),
+            relay_concurrency: 16,
             reservation_ttl: Duration::from_secs(15 * 60),
             max_balance: 10_000_000,
             max_charge: 1_000_000,

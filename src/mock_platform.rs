@@ -1,16 +1,21 @@
-//! `shopd mock-platform`: a real receiver for `ORDER_PAID` events, for tests, demos and
-//! benchmarks. It verifies signatures, dedupes on `shopd-event-id`, can fail or be slow on
-//! purpose, and reports what it received.
+//! `shopd mock-platform`: a real receiver for shopd's events, for tests, demos and benchmarks.
+//! It verifies signatures, dedupes on `shopd-event-id`, can fail or be slow on purpose, and
+//! reports what it received.
 //!
 //! - `POST /events` (or `POST /`): receive one event
 //! - `GET /events`: the distinct events received, in arrival order
-//! - `GET /stats`: counters
+//! - `GET /stats`: counters, distinct events by type (`shopd-event-type`, whatever the type),
+//!   the most requests it ever had in flight at once, the connections it accepted, and the
+//!   latency from each event's `occurredAt` to its first arrival
 //! - `PUT /config {failRate?, delayMs?}`: change behaviour while running
+//!
+//! Connections are kept alive (HTTP/1.1 keep-alive, `TCP_NODELAY`), so a sender with a
+//! connection pool reuses a handful of them however many events it sends.
 //!
 //! It keeps what it received in memory: it stands in for someone else's system, not for
 //! shopd's storage.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,6 +24,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post, put};
+use axum::serve::ListenerExt;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -49,7 +55,55 @@ pub struct MockStats {
     pub failed_on_purpose: u64,
     pub bad_signatures: u64,
     pub malformed: u64,
+    /// Distinct events accepted, by `shopd-event-type` (the payload's `type` when the header
+    /// is missing). Any type is counted: a new one needs no change here.
+    pub by_type: BTreeMap<String, u64>,
+    /// Requests being handled right now.
+    pub in_flight: u64,
+    /// The most requests ever handled at once (a sender's concurrency bound, seen from here).
+    pub max_in_flight: u64,
+    /// TCP connections accepted (with keep-alive, a pooled sender opens few).
+    pub connections: u64,
+    /// From each distinct event's `occurredAt` to its first arrival here, in milliseconds
+    /// (absent until an event with an `occurredAt` arrived).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<LatencyStats>,
 }
+
+/// Percentiles of a set of latencies, in milliseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl LatencyStats {
+    /// Nearest-rank percentiles; `None` for no samples.
+    pub fn of(samples: &[f64]) -> Option<LatencyStats> {
+        let mut sorted = samples.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let last = sorted.len().checked_sub(1)?;
+        let at = |q: f64| {
+            let rank = (q * sorted.len() as f64).ceil() as usize;
+            sorted[rank.saturating_sub(1).min(last)]
+        };
+        Some(LatencyStats {
+            count: sorted.len() as u64,
+            p50: at(0.50),
+            p90: at(0.90),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: sorted[last],
+        })
+    }
+}
+
+/// Latency samples kept (enough for minutes at thousands of events a second).
+const MAX_LATENCY_SAMPLES: usize = 4_000_000;
 
 #[derive(Default)]
 struct Inner {
@@ -57,6 +111,28 @@ struct Inner {
     seen: HashSet<String>,
     events: Vec<Value>,
     stats: MockStats,
+    latencies_ms: Vec<f64>,
+}
+
+/// Counts a request in flight until dropped (also when the sender hangs up mid-request).
+struct InFlight(MockPlatform);
+
+impl InFlight {
+    fn enter(platform: &MockPlatform) -> InFlight {
+        platform.with(|i| {
+            i.stats.requests += 1;
+            i.stats.in_flight += 1;
+            i.stats.max_in_flight = i.stats.max_in_flight.max(i.stats.in_flight);
+        });
+        InFlight(platform.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .with(|i| i.stats.in_flight = i.stats.in_flight.saturating_sub(1));
+    }
 }
 
 #[derive(Clone, Default)]
@@ -79,7 +155,9 @@ impl MockPlatform {
     }
 
     pub fn stats(&self) -> MockStats {
-        self.with(|i| i.stats.clone())
+        let (mut stats, latencies) = self.with(|i| (i.stats.clone(), i.latencies_ms.clone()));
+        stats.latency_ms = LatencyStats::of(&latencies);
+        stats
     }
 
     pub fn events(&self) -> Vec<Value> {
@@ -99,16 +177,44 @@ impl MockPlatform {
             .with_state(self.clone())
     }
 
-    /// Serve on `listener` until `shutdown`.
+    /// Serve on `listener` until `shutdown`: connections are kept alive between requests
+    /// (hyper's default) and answers are not held back by Nagle (`TCP_NODELAY`).
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        let counter = self.clone();
+        let listener = listener.tap_io(move |stream| {
+            counter.with(|i| i.stats.connections += 1);
+            if let Err(err) = stream.set_nodelay(true) {
+                tracing::debug!(error = %err, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
     }
+}
+
+/// A listener for `shopd mock-platform` with a long accept queue (4,096, capped by the
+/// kernel's `somaxconn`), so a burst of new connections is queued rather than refused.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
+}
+
+/// How long ago `occurred_at` (RFC 3339) was, in milliseconds.
+fn age_ms(occurred_at: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> Option<f64> {
+    let at = chrono::DateTime::parse_from_rfc3339(occurred_at?).ok()?;
+    let micros = (now - at.with_timezone(&chrono::Utc)).num_microseconds()?;
+    Some(micros as f64 / 1000.0)
 }
 
 async fn receive(
@@ -116,10 +222,10 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> (StatusCode, axum::Json<Value>) {
-    let (delay, secret, fail_rate) = platform.with(|i| {
-        i.stats.requests += 1;
-        (i.config.delay, i.config.secret.clone(), i.config.fail_rate)
-    });
+    let arrived = chrono::Utc::now();
+    let _in_flight = InFlight::enter(&platform);
+    let (delay, secret, fail_rate) =
+        platform.with(|i| (i.config.delay, i.config.secret.clone(), i.config.fail_rate));
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -157,9 +263,22 @@ async fn receive(
             axum::Json(json!({ "error": "need shopd-event-id and a JSON body" })),
         );
     };
+    let event_type = headers
+        .get("shopd-event-type")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| payload["type"].as_str())
+        .unwrap_or("UNKNOWN")
+        .to_string();
+    let age = age_ms(payload["occurredAt"].as_str(), arrived);
     let duplicate = platform.with(|i| {
         if i.seen.insert(event_id.clone()) {
             i.stats.unique_events += 1;
+            *i.stats.by_type.entry(event_type).or_default() += 1;
+            if let Some(age) = age
+                && i.latencies_ms.len() < MAX_LATENCY_SAMPLES
+            {
+                i.latencies_ms.push(age);
+            }
             i.events.push(payload);
             false
         } else {

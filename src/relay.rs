@@ -1,32 +1,63 @@
-//! The outbox relay: delivers `ORDER_PAID` events to the data platform (SPEC §10).
+//! The outbox relay: delivers outbox events to the data platform (SPEC §10).
 //!
-//! Woken right after a payment commits (no polling delay on the happy path), and also on a
-//! periodic sweep and whenever a retry falls due, so events missed by a crash or committed by
-//! another instance are delivered too. Each batch is claimed with a lease (see
-//! [`crate::store::outbox::claim_due`]): an event is in flight in one relay at a time, and
-//! delivery is at-least-once — receivers dedupe on `shopd-event-id`.
+//! Woken right after a commit that wrote events (no polling delay on the happy path), and also
+//! on a periodic sweep and whenever a retry falls due, so events missed by a crash or committed
+//! by another instance are delivered too.
+//!
+//! Delivery is a pipeline with a bounded number of requests in flight
+//! (`--relay-concurrency`, default 16):
+//!
+//! - the **claimer** claims due events with a lease (see [`crate::store::outbox::claim_due`]: an
+//!   event is in flight in one relay of one instance at a time) into a short local queue (four
+//!   events per slot): claims are database writes, so taking a few ahead keeps the slots busy
+//!   while the next claim is on its way;
+//! - the **dispatcher** takes a free slot, then the next queued event, and starts its delivery:
+//!   one `POST` over a shared, pooled HTTP client (connections kept alive and reused; at most
+//!   one per slot). An event whose lease would run out before its request could time out is
+//!   not sent (another relay may take it by then): it is retried when its lease has run out;
+//! - a delivery frees its slot as soon as the answer is in; the **recorder** writes the
+//!   outcomes (delivered, or failed with the next attempt's time, or DEAD) in batches through
+//!   the committer, off the delivery path.
+//!
+//! Delivery is at-least-once: an outcome lost to a crash (or a failed recording) leaves the
+//! event leased, and it is sent again, with the same `shopd-event-id`, once the lease runs out.
+//! Receivers dedupe on that id.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::Utc;
-use futures::future::join_all;
+use futures::FutureExt;
 use rand::Rng;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::db::{Locks, Tx};
+use crate::db::{Dialect, Locks, Tx};
 use crate::domain::backoff::retry_delay;
 use crate::error::AppError;
 use crate::signature;
 use crate::state::AppState;
 use crate::store::{self, outbox};
 
-const BATCH: i64 = 64;
+/// Events claimed ahead of free slots, per slot.
+const QUEUE_PER_SLOT: usize = 4;
+/// Most events claimed by one statement.
+const CLAIM_MAX: usize = 256;
+/// Most outcomes recorded in one transaction.
+const RECORD_MAX: usize = 256;
+/// Attempts at recording a batch of outcomes before leaving its events to their leases.
+const RECORD_TRIES: u32 = 5;
 
 /// What is recorded of one attempt.
+#[derive(Debug)]
 enum Outcome {
     Delivered {
         id: String,
+        /// The order an `ORDER_PAID` delivery confirms (its row lock is declared).
+        confirms: Option<i64>,
+        at: chrono::DateTime<Utc>,
     },
     Failed {
         id: String,
@@ -43,7 +74,23 @@ enum Attempt {
     Failed(String),
 }
 
+/// A claimed event and the end of its lease.
+struct Claimed {
+    event: outbox::ClaimedEvent,
+    lease_until: chrono::DateTime<Utc>,
+}
+
 pub struct Relay {
+    sender: Arc<Sender>,
+    /// One permit per delivery allowed in flight.
+    slots: Arc<Semaphore>,
+    /// Events claimed but not yet sent, at most.
+    queue_capacity: usize,
+    lease: chrono::Duration,
+}
+
+/// What a delivery task needs: the pooled client and where to send.
+struct Sender {
     state: AppState,
     client: reqwest::Client,
     url: String,
@@ -55,36 +102,212 @@ impl Relay {
         let Some(url) = state.settings.data_platform_url.clone() else {
             return Ok(None);
         };
+        let concurrency = usize::try_from(state.settings.relay_concurrency)?.max(1);
+        let timeout = state.settings.data_platform_timeout;
+        // reqwest keeps connections alive and pools them per host; the pool never holds more
+        // idle connections than can be busy at once.
         let client = reqwest::Client::builder()
-            .timeout(state.settings.data_platform_timeout)
+            .timeout(timeout)
             .user_agent(concat!("shopd/", env!("CARGO_PKG_VERSION")))
+            .tcp_nodelay(true)
+            .pool_max_idle_per_host(concurrency)
+            .pool_idle_timeout(Duration::from_secs(90))
             .build()?;
-        Ok(Some(Relay { state, client, url }))
+        // A claim is leased for three request timeouts: ample for the wait in the local queue,
+        // the request and the recording of its outcome; short enough that a crashed instance's
+        // claims come back soon.
+        let lease = chrono::Duration::from_std(timeout.saturating_mul(3))
+            .context("--data-platform-timeout is too long")?;
+        Ok(Some(Relay {
+            sender: Arc::new(Sender { state, client, url }),
+            slots: Arc::new(Semaphore::new(concurrency)),
+            queue_capacity: concurrency.saturating_mul(QUEUE_PER_SLOT),
+            lease,
+        }))
     }
 
-    /// Deliver until shutdown.
+    fn state(&self) -> &AppState {
+        &self.sender.state
+    }
+
+    /// Deliver until shutdown; then let the deliveries in flight finish (each is bounded by the
+    /// request timeout), record their outcomes, and give back the leases of events claimed but
+    /// not sent.
     pub async fn run(self, shutdown: CancellationToken) {
-        let sweep = self.state.settings.outbox_sweep_interval;
+        let (outcomes, recorded) = mpsc::unbounded_channel();
+        let recorder = tokio::spawn(record(self.state().clone(), recorded));
+        let (queue, queued) = mpsc::channel(self.queue_capacity);
+        let ((), mut queued) = tokio::join!(
+            self.claim_loop(queue, &shutdown),
+            self.dispatch_loop(queued, outcomes, &shutdown),
+        );
+        let mut unsent = Vec::new();
+        while let Ok(claimed) = queued.try_recv() {
+            unsent.push(claimed.event.id);
+        }
+        if !unsent.is_empty() {
+            let released = self
+                .state()
+                .db
+                .write(Locks::none(), async move |tx: &mut Tx| {
+                    for id in &unsent {
+                        outbox::release(tx, id).await?;
+                    }
+                    Ok::<_, AppError>(())
+                })
+                .await;
+            if let Err(err) = released {
+                tracing::warn!(error = ?err, "could not release unsent outbox claims; they wait out their lease");
+            }
+        }
+        if let Err(err) = recorder.await {
+            tracing::error!(error = ?err, "outbox recorder failed");
+        }
+    }
+
+    /// Keep the local queue topped up with due events until shutdown.
+    async fn claim_loop(&self, queue: mpsc::Sender<Claimed>, shutdown: &CancellationToken) {
+        let sweep = self.state().settings.outbox_sweep_interval;
         loop {
-            let wait = match self.deliver_due().await {
-                Ok(()) => self.until_next_due(sweep).await,
+            // Wait for room in the queue (the dispatcher takes events as slots free up).
+            let room = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                permit = queue.reserve() => match permit {
+                    Ok(permit) => {
+                        drop(permit);
+                        queue.capacity().max(1)
+                    }
+                    Err(_) => return,
+                },
+            };
+            let wanted = room.min(CLAIM_MAX);
+            let wait = match self.claim(wanted).await {
+                Ok(events) => {
+                    let claimed = events.len();
+                    for claimed in events {
+                        // The dispatcher is the only other party: closed means shutdown.
+                        if queue.send(claimed).await.is_err() {
+                            return;
+                        }
+                    }
+                    if claimed == wanted {
+                        // As many as asked for: more may be due.
+                        continue;
+                    }
+                    // Woken (a commit wrote events) while claiming: claim again at once.
+                    if self
+                        .state()
+                        .outbox_wakeup
+                        .notified()
+                        .now_or_never()
+                        .is_some()
+                    {
+                        continue;
+                    }
+                    self.until_next_due(sweep).await
+                }
                 Err(err) => {
-                    tracing::warn!(error = ?err, "outbox relay pass failed");
-                    sweep
+                    tracing::warn!(error = ?err, "claiming outbox events failed");
+                    sweep.min(Duration::from_secs(1))
                 }
             };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = self.state.outbox_wakeup.notified() => {}
+                _ = self.state().outbox_wakeup.notified() => {}
                 _ = tokio::time::sleep(wait) => {}
             }
         }
     }
 
-    /// Sleep no longer than the sweep interval, and no longer than the next retry's due time.
+    /// Start one delivery per free slot and queued event until shutdown, then wait for those in
+    /// flight. Returns the queue, with whatever was claimed and not sent.
+    async fn dispatch_loop(
+        &self,
+        mut queue: mpsc::Receiver<Claimed>,
+        outcomes: mpsc::UnboundedSender<Outcome>,
+        shutdown: &CancellationToken,
+    ) -> mpsc::Receiver<Claimed> {
+        let timeout = chrono::Duration::from_std(self.state().settings.data_platform_timeout)
+            .unwrap_or(chrono::Duration::MAX);
+        let mut deliveries = JoinSet::new();
+        loop {
+            while deliveries.try_join_next().is_some() {}
+            let slot = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                slot = self.slots.clone().acquire_owned() => match slot {
+                    Ok(slot) => slot,
+                    Err(_) => break,
+                },
+            };
+            let claimed = tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => break,
+                claimed = queue.recv() => match claimed {
+                    Some(claimed) => claimed,
+                    None => break,
+                },
+            };
+            let now = Utc::now();
+            if now
+                .checked_add_signed(timeout)
+                .is_none_or(|end| end >= claimed.lease_until)
+            {
+                // The request could outlive the lease: another relay might then send it too.
+                // Left alone, it is claimed again when the lease has run out.
+                tracing::debug!(event_id = %claimed.event.id, "outbox claim too old to send");
+                metrics::counter!("outbox_claims_expired_total").increment(1);
+                continue;
+            }
+            let sender = self.sender.clone();
+            let outcomes = outcomes.clone();
+            deliveries.spawn(async move {
+                let outcome = sender.attempt(&claimed.event).await;
+                drop(slot);
+                // The recorder outlives every delivery (it stops when all senders are gone).
+                let _ = outcomes.send(outcome);
+            });
+        }
+        queue.close();
+        while deliveries.join_next().await.is_some() {}
+        queue
+    }
+
+    /// Claim up to `limit` due events, leased to this relay. On PostgreSQL the claim is a short
+    /// transaction of its own (`SKIP LOCKED` keeps it from waiting on anyone), committed without
+    /// waiting for the WAL flush: a claim lost in a crash only loses the lease, and the events
+    /// are claimed again. On SQLite it joins the committer's next batch (one writer).
+    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
+        let now = store::now();
+        let lease_until = now + self.lease;
+        let limit = i64::try_from(limit)?;
+        let db = &self.state().db;
+        let events = match db.dialect() {
+            Dialect::Postgres => {
+                let mut tx = db.begin().await.context("claiming due outbox events")?;
+                crate::sql_execute!(&mut tx, "SET LOCAL synchronous_commit = off")?;
+                let events = outbox::claim_due(&mut tx, now, lease_until, limit).await?;
+                tx.commit().await.context("claiming due outbox events")?;
+                events
+            }
+            Dialect::Sqlite => db
+                .write(Locks::none(), async move |tx: &mut Tx| {
+                    outbox::claim_due(tx, now, lease_until, limit).await
+                })
+                .await
+                .context("claiming due outbox events")?,
+        };
+        Ok(events
+            .into_iter()
+            .map(|event| Claimed { event, lease_until })
+            .collect())
+    }
+
+    /// Sleep no longer than the sweep interval, and no longer than until the next event can be
+    /// claimed (its retry falls due, or another relay's lease on it runs out).
     async fn until_next_due(&self, sweep: Duration) -> Duration {
         let next = async {
-            let mut conn = self.state.db.read().await.ok()?;
+            let mut conn = self.state().db.read().await.ok()?;
             outbox::next_due(&mut conn).await.ok().flatten()
         };
         match next.await {
@@ -95,51 +318,15 @@ impl Relay {
             None => sweep,
         }
     }
+}
 
-    /// Claim and deliver due events until none are left.
-    pub async fn deliver_due(&self) -> anyhow::Result<()> {
-        loop {
-            let now = store::now();
-            let lease = chrono::Duration::from_std(self.state.settings.data_platform_timeout * 3)?;
-            let batch = self
-                .state
-                .db
-                .write(Locks::none(), async move |tx: &mut Tx| {
-                    outbox::claim_due(tx, now, now + lease, BATCH).await
-                })
-                .await
-                .context("claiming due outbox events")?;
-            if batch.is_empty() {
-                return Ok(());
-            }
-            let attempts = join_all(batch.iter().map(|event| self.deliver(event))).await;
-            let now = store::now();
-            let outcomes = batch
-                .iter()
-                .zip(attempts)
-                .map(|(event, attempt)| self.outcome(event, attempt, now))
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            self.state
-                .db
-                .write(Locks::none(), async move |tx: &mut Tx| {
-                    for outcome in &outcomes {
-                        match outcome {
-                            Outcome::Delivered { id } => {
-                                outbox::mark_delivered(tx, id, now).await?
-                            }
-                            Outcome::Failed {
-                                id,
-                                error,
-                                next,
-                                dead,
-                            } => outbox::mark_failed(tx, id, error, *next, *dead).await?,
-                        }
-                    }
-                    Ok::<_, AppError>(())
-                })
-                .await
-                .context("recording outbox delivery attempts")?;
-        }
+impl Sender {
+    /// Deliver one event and decide what to record of it.
+    async fn attempt(&self, event: &outbox::ClaimedEvent) -> Outcome {
+        metrics::gauge!("outbox_deliveries_in_flight").increment(1.0);
+        let attempt = self.deliver(event).await;
+        metrics::gauge!("outbox_deliveries_in_flight").decrement(1.0);
+        self.outcome(event, attempt, store::now())
     }
 
     async fn deliver(&self, event: &outbox::ClaimedEvent) -> Attempt {
@@ -176,15 +363,18 @@ impl Relay {
         event: &outbox::ClaimedEvent,
         attempt: Attempt,
         now: chrono::DateTime<Utc>,
-    ) -> anyhow::Result<Outcome> {
+    ) -> Outcome {
         let settings = &self.state.settings;
-        Ok(match attempt {
+        match attempt {
             Attempt::Delivered => {
                 let latency = (now - event.created_at).to_std().unwrap_or_default();
                 metrics::histogram!("outbox_commit_to_delivery_seconds")
                     .record(latency.as_secs_f64());
                 Outcome::Delivered {
                     id: event.id.clone(),
+                    confirms: (event.event_type == outbox::ORDER_PAID)
+                        .then_some(event.aggregate_id),
+                    at: now,
                 }
             }
             Attempt::Failed(error) => {
@@ -197,7 +387,10 @@ impl Relay {
                     settings.outbox_backoff_max,
                     jitter,
                 );
-                let next = now + chrono::Duration::from_std(delay)?;
+                // A backoff too long for a timestamp waits a year (an operator's typo).
+                let year = chrono::Duration::days(365);
+                let delay = chrono::Duration::from_std(delay).map_or(year, |d| d.min(year));
+                let next = now + delay;
                 if dead {
                     tracing::warn!(event_id = %event.id, failures, %error, "outbox event is DEAD");
                 } else {
@@ -210,8 +403,73 @@ impl Relay {
                     dead,
                 }
             }
-        })
+        }
     }
+}
+
+/// Record delivery outcomes as they come, many per transaction, until every sender is gone.
+/// After a failure is recorded the claim loop is woken, to sleep until that retry is due.
+async fn record(state: AppState, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
+    let mut buffer = Vec::with_capacity(RECORD_MAX);
+    while outcomes.recv_many(&mut buffer, RECORD_MAX).await > 0 {
+        let batch = Arc::new(std::mem::take(&mut buffer));
+        let any_failed = batch.iter().any(|o| matches!(o, Outcome::Failed { .. }));
+        for attempt in 1..=RECORD_TRIES {
+            match write_outcomes(&state, batch.clone()).await {
+                Ok(()) => break,
+                Err(err) if attempt < RECORD_TRIES => {
+                    tracing::warn!(error = ?err, attempt, "recording outbox delivery attempts failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                }
+                Err(err) => {
+                    // Their leases run out and they are sent again (same event ids).
+                    tracing::error!(error = ?err, events = batch.len(), "could not record outbox delivery attempts");
+                }
+            }
+        }
+        if any_failed {
+            state.outbox_wakeup.notify();
+        }
+    }
+}
+
+async fn write_outcomes(state: &AppState, batch: Arc<Vec<Outcome>>) -> anyhow::Result<()> {
+    // A delivered ORDER_PAID confirms its order: declare those rows, so on PostgreSQL they are
+    // locked in the committers' global order like every other batch's (no deadlock with a
+    // refund or a cancel of the same orders).
+    let mut orders: Vec<i64> = batch
+        .iter()
+        .filter_map(|o| match o {
+            Outcome::Delivered { confirms, .. } => *confirms,
+            Outcome::Failed { .. } => None,
+        })
+        .collect();
+    orders.sort_unstable();
+    orders.dedup();
+    let locks = Locks {
+        orders,
+        ..Locks::none()
+    };
+    state
+        .db
+        .write(locks, async move |tx: &mut Tx| {
+            for outcome in batch.iter() {
+                match outcome {
+                    Outcome::Delivered { id, at, .. } => {
+                        outbox::mark_delivered(tx, id, *at).await?
+                    }
+                    Outcome::Failed {
+                        id,
+                        error,
+                        next,
+                        dead,
+                    } => outbox::mark_failed(tx, id, error, *next, *dead).await?,
+                }
+            }
+            Ok::<_, AppError>(())
+        })
+        .await
+        .context("recording outbox delivery attempts")
 }
 
 /// Publish the outbox gauges (pending and dead counts).

@@ -147,6 +147,8 @@ pub async fn enqueue_order_refunded(
 pub struct ClaimedEvent {
     pub id: String,
     pub event_type: String,
+    /// The order the event is about (an `ORDER_PAID` delivery confirms it).
+    pub aggregate_id: i64,
     pub payload: String,
     pub attempts: i64,
     pub created_at: DateTime<Utc>,
@@ -154,6 +156,7 @@ pub struct ClaimedEvent {
 crate::lite_row!(ClaimedEvent {
     id,
     event_type,
+    aggregate_id,
     payload,
     attempts,
     created_at
@@ -175,14 +178,14 @@ pub async fn claim_due(
                       WHERE status = 'PENDING' AND next_attempt_at <= $2
                         AND (locked_until IS NULL OR locked_until <= $2)
                       ORDER BY next_attempt_at LIMIT $3)
-         RETURNING id, event_type, payload, attempts, created_at",
+         RETURNING id, event_type, aggregate_id, payload, attempts, created_at",
         "UPDATE outbox_events SET locked_until = $1
          WHERE id IN (SELECT id FROM outbox_events
                       WHERE status = 'PENDING' AND next_attempt_at <= $2
                         AND (locked_until IS NULL OR locked_until <= $2)
                       ORDER BY next_attempt_at LIMIT $3
                       FOR UPDATE SKIP LOCKED)
-         RETURNING id, event_type, payload, attempts, created_at",
+         RETURNING id, event_type, aggregate_id, payload, attempts, created_at",
     );
     Ok(crate::sql_all!(ClaimedEvent; tx, sql, lease_until, now, limit)?)
 }
@@ -229,12 +232,26 @@ pub async fn mark_failed(
     Ok(())
 }
 
-/// When the next PENDING event falls due (to sleep exactly until then).
+/// When the next PENDING event can be claimed: its attempt is due and no relay holds a lease
+/// on it (to sleep exactly until then; events in flight do not wake anyone).
 pub async fn next_due(h: &mut impl crate::db::Handle) -> AppResult<Option<DateTime<Utc>>> {
     Ok(crate::sql_scalar!(
         h,
-        "SELECT MIN(next_attempt_at) FROM outbox_events WHERE status = 'PENDING'"
+        "SELECT MIN(CASE WHEN locked_until > next_attempt_at THEN locked_until
+                         ELSE next_attempt_at END)
+         FROM outbox_events WHERE status = 'PENDING'"
     )?)
+}
+
+/// Give up this relay's lease on an event it claimed but never sent (at shutdown), so that the
+/// next relay takes it at once instead of when the lease runs out.
+pub async fn release(tx: &mut Tx, id: &str) -> AppResult<()> {
+    sql_execute!(
+        tx,
+        "UPDATE outbox_events SET locked_until = NULL WHERE id = $1 AND status = 'PENDING'",
+        id
+    )?;
+    Ok(())
 }
 
 /// `(pending, dead)` counts.
