@@ -14,6 +14,7 @@ mod formats;
 mod group_commit;
 mod input;
 mod members;
+mod model;
 mod openapi;
 mod order_races;
 mod orders;
