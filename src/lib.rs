@@ -17,6 +17,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod fuzzing;
 pub mod idempotency;
 pub mod mock_platform;
 pub mod ranking;

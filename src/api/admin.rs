@@ -356,7 +356,7 @@ pub struct UpdateCouponRequest {
 }
 
 impl UpdateCouponRequest {
-    fn parse(&self) -> AppResult<CampaignPatch> {
+    pub fn parse(&self) -> AppResult<CampaignPatch> {
         if self.name.is_none() && self.issue_ends_at.is_none() && self.total_quantity.is_none() {
             return Err(AppError::validation(
                 "body",
