@@ -165,7 +165,9 @@ async fn list_products(
 
 /// One product in any status but DISCONTINUED (admins see those too).
 #[utoipa::path(get, path = "/products/{productId}", tag = "products", params(("productId" = i64, Path)),
-    responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Product),
+        (status = 401, description = "UNAUTHORIZED: an Authorization header with an unknown token (none is needed; an admin's shows DISCONTINUED products too)", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_product(
     State(state): State<AppState>,
     caller: Option<Principal>,
