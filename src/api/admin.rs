@@ -104,8 +104,8 @@ pub struct AdminOrderQuery {
     /// Only this member's orders.
     #[param(minimum = 1)]
     pub user_id: Option<i64>,
-    /// Orders created at or after this instant (RFC 3339, e.g. `2026-11-01T00:00:00Z`; years
-    /// 1970–9999).
+    /// Orders created at or after this instant (RFC 3339, e.g. `2026-11-01T00:00:00Z`; an
+    /// instant before 1970 or after 9999 counts as that bound).
     pub from: Option<DateTime<Utc>>,
     /// Orders created before this instant (exclusive). A `to` not after `from` is an empty
     /// window: no orders (a bound between two parameters has no place in the schema, so it is
@@ -131,7 +131,14 @@ fn latest() -> DateTime<Utc> {
         .unwrap_or_default()
 }
 
-/// A `from`/`to` bound within the years both backends store and compare the same way.
+/// A bound of the order window, clamped to the years both backends store and compare the same
+/// way: no order lies outside them, so the window selects the same orders, and any instant the
+/// schema allows is accepted.
+fn window_bound(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    t.map(|t| t.clamp(earliest(), latest()).trunc_subsecs(6))
+}
+
+/// A stored instant within the years both backends store and compare the same way.
 fn time_bound(field: &str, t: Option<DateTime<Utc>>) -> AppResult<Option<DateTime<Utc>>> {
     match t {
         Some(t) if t < earliest() || t > latest() => Err(AppError::validation(
@@ -163,8 +170,8 @@ async fn admin_list_orders(
     {
         return Err(AppError::validation("userId", "must be a positive integer"));
     }
-    let from = time_bound("from", query.from)?.unwrap_or_else(earliest);
-    let to = time_bound("to", query.to)?.unwrap_or_else(latest);
+    let from = window_bound(query.from).unwrap_or_else(earliest);
+    let to = window_bound(query.to).unwrap_or_else(latest);
     let mut conn = state.db.read().await?;
     let before = match page.after {
         None => None,

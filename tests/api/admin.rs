@@ -254,6 +254,15 @@ async fn admin_orders_filter_and_page_newest_first(backend: Backend) {
         assert_eq!(status, StatusCode::OK, "{empty}");
         assert_eq!(ids(&empty), Vec::<i64>::new());
     }
+    // Instants beyond the years the backends store alike bound the window as those years do.
+    let (status, wide) = app
+        .get(
+            "/admin/orders?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z&limit=100",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{wide}");
+    assert_eq!(ids(&wide), newest_first);
 }
 
 async fn admin_list_filters_are_validated(backend: Backend) {
@@ -267,7 +276,6 @@ async fn admin_list_filters_are_validated(backend: Backend) {
         ("/admin/orders?userId=-4", "userId"),
         ("/admin/orders?from=yesterday", "from"),
         ("/admin/orders?to=2026-13-01T00:00:00Z", "to"),
-        ("/admin/orders?from=0001-01-01T00:00:00Z", "from"),
         ("/admin/orders?cursor=abc", "cursor"),
         ("/admin/orders?cursor=424242", "cursor"),
         ("/admin/orders?limit=0", "limit"),
