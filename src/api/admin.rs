@@ -175,12 +175,17 @@ async fn admin_list_orders(
     let mut conn = state.db.read().await?;
     let before = match page.after {
         None => None,
-        Some(id) => {
-            let at = store_admin::order_created_at(&mut conn, id)
-                .await?
-                .ok_or_else(|| AppError::validation("cursor", "is not a cursor this API issued"))?;
-            Some((at, id))
-        }
+        Some(id) => match store_admin::order_created_at(&mut conn, id).await? {
+            Some(at) => Some((at, id)),
+            // A well-formed id of no order (never one this API issued as a cursor): the schema
+            // cannot tell it from a real one, so it is not an error; there is no page after it.
+            None => {
+                return Ok(axum::Json(AdminOrderPage {
+                    items: Vec::new(),
+                    next_cursor: None,
+                }));
+            }
+        },
     };
     let filter = OrderFilter {
         status: query.status,
