@@ -588,7 +588,8 @@ async fn step(app: &TestApp, model: &mut Model, op: &Op) {
             let call = model.member_call(member, path, None, key);
             let answer = send_and_remember(app, model, call).await;
             let campaign = &mut model.campaigns[c];
-            if model.coupons.contains_key(&(member, c)) {
+            let held = model.coupons.contains_key(&(member, c));
+            if held {
                 answer.expect(409, Some("COUPON_ALREADY_ISSUED"), "second claim");
             } else if campaign.issued == campaign.total {
                 answer.expect(409, Some("COUPON_SOLD_OUT"), "claim when sold out");
