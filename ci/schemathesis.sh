@@ -113,10 +113,12 @@ for backend in $BACKENDS; do
 "path.couponId" = $COUPON_ID
 "path.orderId" = $ORDER_ID
 SEEDED
-  for run in anonymous member admin member-seeded admin-seeded; do
+  # The member's runs come first and leave out token rotation: a rotated (or, by an admin,
+  # reissued) token would turn every later request with it into a 401 and the run into noise.
+  for run in anonymous member member-seeded admin admin-seeded; do
     args=(--config-file ci/schemathesis.toml)
     case "$run" in
-      member*) args+=(-H "Authorization: Bearer $MEMBER_TOKEN") ;;
+      member*) args+=(-H "Authorization: Bearer $MEMBER_TOKEN" --exclude-path '/users/{userId}/tokens') ;;
       admin*) args+=(-H "Authorization: Bearer $ADMIN_TOKEN") ;;
     esac
     case "$run" in

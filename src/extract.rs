@@ -42,22 +42,32 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for JsonBody<T> {
                 AppError::validation("body", rejection.body_text())
             }
         })?;
-        let mut json: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| AppError::validation("body", format!("is not valid JSON: {e}")))?;
-        integral_numbers_as_integers(&mut json);
-        if !json.is_object() {
-            return Err(AppError::validation("body", "must be a JSON object"));
-        }
-        let value = serde_path_to_error::deserialize(&json).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.into_inner().to_string();
-            AppError::validation(&field_of(&path, &message), plain_reason(&message))
-        })?;
-        Ok(JsonBody {
-            value,
-            fingerprint: fingerprint(&head, &json),
-        })
+        decode_json_body(&head, &bytes)
     }
+}
+
+/// Decode a JSON request body as [`JsonBody`] does once the bytes are read (`head` is
+/// "METHOD /path", for the fingerprint): valid JSON, an object, integral numbers as integers,
+/// then `T`, every failure a `VALIDATION_ERROR` naming the field. Pure, for the fuzzer too.
+pub fn decode_json_body<T: DeserializeOwned>(
+    head: &str,
+    bytes: &[u8],
+) -> Result<JsonBody<T>, AppError> {
+    let mut json: Value = serde_json::from_slice(bytes)
+        .map_err(|e| AppError::validation("body", format!("is not valid JSON: {e}")))?;
+    integral_numbers_as_integers(&mut json);
+    if !json.is_object() {
+        return Err(AppError::validation("body", "must be a JSON object"));
+    }
+    let value = serde_path_to_error::deserialize(&json).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        AppError::validation(&field_of(&path, &message), plain_reason(&message))
+    })?;
+    Ok(JsonBody {
+        value,
+        fingerprint: fingerprint(head, &json),
+    })
 }
 
 /// JSON Schema counts `2.0` as an integer: so does the API (and `2` and `2.0` are then the same
@@ -274,21 +284,23 @@ where
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
-        let query = parts.uri.query().unwrap_or_default();
-        let deserializer =
-            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer)
-            .map(ValidQuery)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = e.into_inner().to_string();
-                let field = match field_of(&path, &message).as_str() {
-                    "body" => "query".to_string(),
-                    field => field.to_string(),
-                };
-                AppError::validation(&field, plain_reason(&message))
-            })
+        decode_query(parts.uri.query().unwrap_or_default()).map(ValidQuery)
     }
+}
+
+/// Decode a query string as [`ValidQuery`] does. Pure, for the fuzzer too.
+pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, AppError> {
+    let deserializer =
+        serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.into_inner().to_string();
+        let field = match field_of(&path, &message).as_str() {
+            "body" => "query".to_string(),
+            field => field.to_string(),
+        };
+        AppError::validation(&field, plain_reason(&message))
+    })
 }
 
 /// The optional `Idempotency-Key` header: 1–255 visible ASCII characters.
@@ -303,18 +315,22 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
         let Some(raw) = parts.headers.get(IDEMPOTENCY_HEADER) else {
             return Ok(IdempotencyKey(None));
         };
-        let key = raw
-            .to_str()
-            .ok()
-            .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
-            .ok_or_else(|| {
-                AppError::validation(
-                    "Idempotency-Key",
-                    "must be 1 to 255 visible ASCII characters",
-                )
-            })?;
-        Ok(IdempotencyKey(Some(key.to_string())))
+        parse_idempotency_key(raw.as_bytes()).map(|key| IdempotencyKey(Some(key)))
     }
+}
+
+/// An `Idempotency-Key` header value: 1–255 visible ASCII characters.
+pub fn parse_idempotency_key(raw: &[u8]) -> Result<String, AppError> {
+    std::str::from_utf8(raw)
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            AppError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })
 }
 
 #[cfg(test)]

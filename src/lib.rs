@@ -19,6 +19,7 @@ pub mod db;
 pub mod domain;
 pub mod error;
 pub mod extract;
+pub mod fuzzing;
 pub mod http;
 pub mod idempotency;
 pub mod mock_platform;

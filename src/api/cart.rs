@@ -55,6 +55,19 @@ pub struct PutCartItemRequest {
     pub quantity: i64,
 }
 
+impl PutCartItemRequest {
+    /// The quantity, 1–[`MAX_QUANTITY`].
+    pub fn parse(&self) -> AppResult<i64> {
+        if !(1..=MAX_QUANTITY).contains(&self.quantity) {
+            return Err(AppError::validation(
+                "quantity",
+                format!("must be between 1 and {MAX_QUANTITY}"),
+            ));
+        }
+        Ok(self.quantity)
+    }
+}
+
 async fn load_cart(state: &AppState, user_id: i64) -> AppResult<Cart> {
     let mut conn = state.db.read().await?;
     store::users::find_user(&mut conn, user_id)
@@ -115,13 +128,7 @@ async fn put_item(
     body: JsonBody<PutCartItemRequest>,
 ) -> AppResult<axum::Json<Cart>> {
     caller.authorize_user(user_id)?;
-    let quantity = body.value.quantity;
-    if !(1..=MAX_QUANTITY).contains(&quantity) {
-        return Err(AppError::validation(
-            "quantity",
-            format!("must be between 1 and {MAX_QUANTITY}"),
-        ));
-    }
+    let quantity = body.value.parse()?;
     state
         .db
         .write(Locks::none(), async move |tx: &mut Tx| {

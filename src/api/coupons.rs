@@ -78,6 +78,25 @@ pub struct CreateCouponRequest {
     pub valid_days: i64,
 }
 
+impl CreateCouponRequest {
+    /// The valid campaign this body asks for; `now` is the default issue start. Times are kept
+    /// to the microsecond, the precision every answer uses.
+    pub fn parse(&self, now: DateTime<Utc>) -> AppResult<NewCampaign> {
+        let input = CampaignInput {
+            name: &self.name,
+            discount_type: self.discount.kind,
+            discount_value: self.discount.value,
+            max_amount: self.discount.max_amount,
+            min_order_amount: self.min_order_amount,
+            total_quantity: self.total_quantity,
+            issue_starts_at: self.issue_starts_at.map(|t| t.trunc_subsecs(6)),
+            issue_ends_at: self.issue_ends_at.trunc_subsecs(6),
+            valid_days: self.valid_days,
+        };
+        Ok(NewCampaign::parse(input, now)?)
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Campaign {
@@ -210,19 +229,7 @@ async fn create_campaign(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<CreateCouponRequest>,
 ) -> AppResult<Response> {
-    let req = &body.value;
-    let input = CampaignInput {
-        name: &req.name,
-        discount_type: req.discount.kind,
-        discount_value: req.discount.value,
-        max_amount: req.discount.max_amount,
-        min_order_amount: req.min_order_amount,
-        total_quantity: req.total_quantity,
-        issue_starts_at: req.issue_starts_at.map(|t| t.trunc_subsecs(6)),
-        issue_ends_at: req.issue_ends_at.trunc_subsecs(6),
-        valid_days: req.valid_days,
-    };
-    let campaign = NewCampaign::parse(input, store::now())?;
+    let campaign = body.value.parse(store::now())?;
     idempotency::run(
         &state,
         Principal::Admin,

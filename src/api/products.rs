@@ -114,6 +114,37 @@ pub struct StockRequest {
     pub delta: i64,
 }
 
+impl CreateProductRequest {
+    /// The valid product this body asks for.
+    pub fn parse(&self) -> AppResult<NewProduct> {
+        Ok(NewProduct::parse(
+            &self.name,
+            self.description.as_deref(),
+            self.price,
+            self.stock,
+            self.status,
+        )?)
+    }
+}
+
+impl UpdateProductRequest {
+    /// The valid change this body asks for.
+    pub fn parse(&self) -> AppResult<ProductPatch> {
+        Ok(ProductPatch::parse(
+            self.name.as_deref(),
+            self.description.as_deref(),
+            self.price,
+            self.status,
+        )?)
+    }
+}
+
+impl StockRequest {
+    pub fn parse(&self) -> AppResult<StockDelta> {
+        Ok(StockDelta::parse(self.delta)?)
+    }
+}
+
 /// Sellable (ON_SALE) products with current stock, in id order.
 #[utoipa::path(get, path = "/products", tag = "products", params(PageQuery),
     responses((status = 200, body = ProductPage), (status = 400, body = ErrorBody)))]
@@ -134,7 +165,9 @@ async fn list_products(
 
 /// One product in any status but DISCONTINUED (admins see those too).
 #[utoipa::path(get, path = "/products/{productId}", tag = "products", params(("productId" = i64, Path)),
-    responses((status = 200, body = Product), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Product),
+        (status = 401, description = "UNAUTHORIZED: an Authorization header with an unknown token (none is needed; an admin's shows DISCONTINUED products too)", body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
 async fn get_product(
     State(state): State<AppState>,
     caller: Option<Principal>,
@@ -160,14 +193,7 @@ async fn create_product(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<CreateProductRequest>,
 ) -> AppResult<Response> {
-    let req = &body.value;
-    let product = NewProduct::parse(
-        &req.name,
-        req.description.as_deref(),
-        req.price,
-        req.stock,
-        req.status,
-    )?;
+    let product = body.value.parse()?;
     idempotency::run(
         &state,
         Principal::Admin,
@@ -193,13 +219,7 @@ async fn update_product(
     ValidPath(product_id): ValidPath<i64>,
     body: JsonBody<UpdateProductRequest>,
 ) -> AppResult<axum::Json<Product>> {
-    let req = &body.value;
-    let patch = ProductPatch::parse(
-        req.name.as_deref(),
-        req.description.as_deref(),
-        req.price,
-        req.status,
-    )?;
+    let patch = body.value.parse()?;
     let row = state
         .db
         .write(
@@ -227,7 +247,7 @@ async fn adjust_stock(
     IdempotencyKey(key): IdempotencyKey,
     body: JsonBody<StockRequest>,
 ) -> AppResult<Response> {
-    let delta = StockDelta::parse(body.value.delta)?;
+    let delta = body.value.parse()?;
     idempotency::run(
         &state,
         Principal::Admin,

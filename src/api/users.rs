@@ -36,6 +36,13 @@ pub struct CreateUserRequest {
     pub name: String,
 }
 
+impl CreateUserRequest {
+    /// The member's name, trimmed and checked.
+    pub fn parse(&self) -> AppResult<String> {
+        Ok(required_text("name", &self.name, MAX_NAME_CHARS)?)
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserCreated {

@@ -241,6 +241,35 @@ async fn admin_orders_filter_and_page_newest_first(backend: Backend) {
         .get(&format!("/admin/orders?to={future}"), Some(ADMIN_TOKEN))
         .await;
     assert_eq!(ids(&all), newest_first);
+    // A window that ends where (or before) it starts is empty, not an error: schemathesis
+    // counts any schema-valid pair of instants as a request to accept.
+    let future = future.to_string();
+    for (start, end) in [(future.as_str(), future.as_str()), (&future, from.as_str())] {
+        let (status, empty) = app
+            .get(
+                &format!("/admin/orders?from={start}&to={end}"),
+                Some(ADMIN_TOKEN),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{empty}");
+        assert_eq!(ids(&empty), Vec::<i64>::new());
+    }
+    // Instants beyond the years the backends store alike bound the window as those years do.
+    let (status, wide) = app
+        .get(
+            "/admin/orders?from=0001-01-01T00:00:00Z&to=9999-12-31T23:59:59.999999Z&limit=100",
+            Some(ADMIN_TOKEN),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{wide}");
+    assert_eq!(ids(&wide), newest_first);
+    // A well-formed cursor that names no order: an empty last page, not an error.
+    let (status, after_nothing) = app
+        .get("/admin/orders?cursor=424242", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{after_nothing}");
+    assert_eq!(ids(&after_nothing), Vec::<i64>::new());
+    assert!(after_nothing["nextCursor"].is_null());
 }
 
 async fn admin_list_filters_are_validated(backend: Backend) {
@@ -254,17 +283,7 @@ async fn admin_list_filters_are_validated(backend: Backend) {
         ("/admin/orders?userId=-4", "userId"),
         ("/admin/orders?from=yesterday", "from"),
         ("/admin/orders?to=2026-13-01T00:00:00Z", "to"),
-        ("/admin/orders?from=0001-01-01T00:00:00Z", "from"),
-        (
-            "/admin/orders?from=2026-11-02T00:00:00Z&to=2026-11-01T00:00:00Z",
-            "to",
-        ),
-        (
-            "/admin/orders?from=2026-11-01T00:00:00Z&to=2026-11-01T00:00:00Z",
-            "to",
-        ),
         ("/admin/orders?cursor=abc", "cursor"),
-        ("/admin/orders?cursor=424242", "cursor"),
         ("/admin/orders?limit=0", "limit"),
         ("/admin/orders?limit=101", "limit"),
         ("/admin/users?q=a%00b", "q"),

@@ -17,6 +17,7 @@ mod formats;
 mod group_commit;
 mod input;
 mod members;
+mod model;
 mod openapi;
 mod order_races;
 mod orders;

@@ -90,6 +90,21 @@ async fn catalogue_lists_only_products_on_sale(backend: Backend) {
         ),
         "{err}"
     );
+
+    // A public read needs no token, but a token that is sent must be known (SPEC §2), and the
+    // document declares that answer (schemathesis found it undeclared).
+    let (status, body) = app
+        .get(&format!("/products/{mug}"), Some("shp_not_a_token"))
+        .await;
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNAUTHORIZED, "UNAUTHORIZED")
+    );
+    let (_, doc) = app.get("/openapi.json", None).await;
+    assert!(
+        doc["paths"]["/products/{productId}"]["get"]["responses"]["401"].is_object(),
+        "401 declared"
+    );
 }
 
 async fn product_validation(backend: Backend) {
