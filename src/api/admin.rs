@@ -148,7 +148,7 @@ fn latest() -> DateTime<Utc> {
 /// A bound of the order window, clamped to the years both backends store and compare the same
 /// way: no order lies outside them, so the window selects the same orders, and any instant the
 /// schema allows is accepted.
-fn window_bound(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+pub(crate) fn window_bound(t: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
     t.map(|t| t.clamp(earliest(), latest()).trunc_subsecs(6))
 }
 

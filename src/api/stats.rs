@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use crate::api::admin::time_bound;
+use crate::api::admin::window_bound;
 use crate::auth::Admin;
 use crate::error::{AppError, AppResult, ErrorBody};
 use crate::extract::ValidQuery;
@@ -29,7 +29,8 @@ pub struct SalesQuery {
     /// Start of the range (RFC 3339), rounded down to the hour. Default: 24 hours before `to`.
     pub from: Option<DateTime<Utc>>,
     /// End of the range (exclusive, RFC 3339), rounded up to the hour. Default: the end of the
-    /// current hour. At most 31 days after `from`.
+    /// current hour, or 31 days after `from` if that is earlier. A range over 31 days keeps its
+    /// last 31 days; `to` not after `from` is an empty range.
     pub to: Option<DateTime<Utc>>,
 }
 
@@ -76,26 +77,30 @@ fn ceil_hour(t: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// The range asked for, on hour boundaries: `[from, to)`.
+/// The range asked for, on hour boundaries: `[from, to)`. Every instant the schema allows is
+/// accepted (like the admin order window): bounds are clamped to the years both backends
+/// store alike; `to` not after `from` is an empty range; a range over [`MAX_HOURS`] keeps its
+/// last 31 days (the answer's `from` says where it starts); `from` alone ends 31 days later
+/// or now, whichever is first.
 pub fn sales_range(
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
-) -> AppResult<(DateTime<Utc>, DateTime<Utc>)> {
-    let from = time_bound("from", from)?;
-    let to = time_bound("to", to)?;
-    let to = ceil_hour(to.unwrap_or(now + Duration::nanoseconds(1)));
-    let from = floor_hour(from.unwrap_or(to - Duration::hours(24)));
+) -> (DateTime<Utc>, DateTime<Utc>) {
+    let (from, to_given) = (window_bound(from), window_bound(to));
+    let last_hour = floor_hour(window_bound(Some(DateTime::<Utc>::MAX_UTC)).unwrap_or(now));
+    let hour = |t: DateTime<Utc>| t.clamp(floor_hour(DateTime::UNIX_EPOCH), last_hour);
+    let mut to = hour(ceil_hour(
+        to_given.unwrap_or(now + Duration::nanoseconds(1)),
+    ));
+    let from = hour(floor_hour(from.unwrap_or(to - Duration::hours(24))));
+    if to_given.is_none() {
+        to = to.min(from + Duration::hours(MAX_HOURS));
+    }
     if to <= from {
-        return Err(AppError::validation("to", "must be after from"));
+        return (from, from);
     }
-    if to - from > Duration::hours(MAX_HOURS) {
-        return Err(AppError::validation(
-            "to",
-            format!("must be at most {MAX_HOURS} hours (31 days) after from"),
-        ));
-    }
-    Ok((from, to))
+    (from.max(to - Duration::hours(MAX_HOURS)), to)
 }
 
 /// Spread the database's hours (only those with sales) over every hour of `[from, to)`.
@@ -139,14 +144,14 @@ pub fn dense_hours(
 #[utoipa::path(get, path = "/admin/stats/sales", tag = "back office", security(("bearer" = [])),
     params(SalesQuery),
     responses((status = 200, body = SalesStats),
-        (status = 400, description = "VALIDATION_ERROR: a bad from or to, to not after from, or a range over 31 days (`details.field`)", body = ErrorBody),
+        (status = 400, description = "VALIDATION_ERROR: from or to is not an RFC 3339 instant (`details.field`)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, description = "FORBIDDEN: not an admin token", body = ErrorBody)))]
 async fn sales_by_hour(
     State(state): State<AppState>,
     _admin: Admin,
     ValidQuery(query): ValidQuery<SalesQuery>,
 ) -> AppResult<axum::Json<SalesStats>> {
-    let (from, to) = sales_range(query.from, query.to, Utc::now())?;
+    let (from, to) = sales_range(query.from, query.to, Utc::now());
     let mut conn = state.db.read().await?;
     let rows = stats::sales_by_hour(&mut conn, from, to).await?;
     let hours = dense_hours(from, to, rows)?;
@@ -193,7 +198,7 @@ mod tests {
     fn ranges_snap_to_whole_hours() {
         let now = t("2026-11-21T18:42:37Z");
         assert_eq!(
-            sales_range(None, None, now).unwrap(),
+            sales_range(None, None, now),
             (t("2026-11-20T19:00:00Z"), t("2026-11-21T19:00:00Z"))
         );
         assert_eq!(
@@ -201,44 +206,52 @@ mod tests {
                 Some(t("2026-11-21T10:30:00Z")),
                 Some(t("2026-11-21T12:00:00Z")),
                 now
-            )
-            .unwrap(),
+            ),
             (t("2026-11-21T10:00:00Z"), t("2026-11-21T12:00:00Z"))
         );
         // On the hour exactly: the current hour is still included.
         assert_eq!(
-            sales_range(None, None, t("2026-11-21T18:00:00Z"))
-                .unwrap()
-                .1,
+            sales_range(None, None, t("2026-11-21T18:00:00Z")).1,
             t("2026-11-21T19:00:00Z")
         );
     }
 
     #[test]
-    fn bad_ranges_name_the_field() {
+    fn every_schema_valid_range_has_an_answer() {
         let now = t("2026-11-21T18:42:37Z");
-        let err = sales_range(
-            Some(t("2026-11-21T12:00:00Z")),
-            Some(t("2026-11-21T12:00:00Z")),
-            now,
-        )
-        .unwrap_err();
-        assert_eq!(err.code(), "VALIDATION_ERROR");
-        assert!(
+        let noon = t("2026-11-21T12:00:00Z");
+        // `to` not after `from`: an empty range.
+        assert_eq!(sales_range(Some(noon), Some(noon), now), (noon, noon));
+        // Over 31 days: its last 31 days.
+        assert_eq!(
             sales_range(
                 Some(t("2026-10-01T00:00:00Z")),
                 Some(t("2026-11-21T00:00:00Z")),
                 now
-            )
-            .is_err()
+            ),
+            (t("2026-10-21T00:00:00Z"), t("2026-11-21T00:00:00Z"))
         );
-        assert!(
+        // Exactly 31 days: as asked.
+        assert_eq!(
             sales_range(
                 Some(t("2026-10-21T00:00:00Z")),
                 Some(t("2026-11-21T00:00:00Z")),
                 now
-            )
-            .is_ok()
+            ),
+            (t("2026-10-21T00:00:00Z"), t("2026-11-21T00:00:00Z"))
+        );
+        // `from` alone, long ago: 31 days from it.
+        assert_eq!(
+            sales_range(Some(t("2000-01-01T00:00:00Z")), None, now),
+            (t("2000-01-01T00:00:00Z"), t("2000-02-01T00:00:00Z"))
+        );
+        // Instants beyond the stored years are clamped, not refused.
+        let (from, to) = sales_range(None, Some(t("0001-01-01T00:00:00Z")), now);
+        assert_eq!((from, to), (DateTime::UNIX_EPOCH, DateTime::UNIX_EPOCH));
+        let (from, to) = sales_range(Some(t("9999-12-31T23:30:00Z")), None, now);
+        assert!(
+            from <= to && to.format("%Y").to_string() == "9999",
+            "{from} {to}"
         );
     }
 
