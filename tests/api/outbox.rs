@@ -290,10 +290,15 @@ async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
     pay_orders(&app, product, 1).await;
     assert!(eventually(10, || async { platform.stats().failed_on_purpose >= 1 }).await);
     let failed_at = chrono::Utc::now();
-    let (_, page) = app
-        .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
-        .await;
-    let event = &page["items"][0];
+    // The outcome is recorded off the delivery path, a moment after the platform answered.
+    let pending = || async {
+        let (_, page) = app
+            .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
+            .await;
+        page["items"][0].clone()
+    };
+    assert!(eventually(5, || async { pending().await["attempts"] == 1 }).await);
+    let event = &pending().await;
     assert_eq!(event["attempts"], 1, "{event}");
     let next: chrono::DateTime<chrono::Utc> = event["nextAttemptAt"]
         .as_str()
