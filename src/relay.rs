@@ -1,8 +1,14 @@
 //! The outbox relay: delivers outbox events to the data platform (SPEC §10).
 //!
-//! Woken right after a commit that wrote events (no polling delay on the happy path), and also
-//! on a periodic sweep and whenever a retry falls due, so events missed by a crash or committed
-//! by another instance are delivered too.
+//! The normal path has no claim: an event written by a request of this process is written
+//! already leased to this relay, and once its batch has committed the committer hands it over
+//! in memory ([`crate::db::committer::Handoff`]; never before the commit, never for a
+//! rolled-back command or a failed commit). The dispatcher sends it at once. If the hand-off
+//! queue is full the event is left to its lease, and claimed when that runs out; if the process
+//! dies, the same: another relay (or this one restarted) claims it when the lease has run out.
+//!
+//! The claimer still takes everything else: retries that fall due, expired leases, events of
+//! other instances, and it sweeps periodically, so events missed by a crash are delivered too.
 //!
 //! Delivery is a pipeline with a bounded number of requests in flight
 //! (`--relay-concurrency`, default 16):
@@ -34,6 +40,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::db::committer::{Handoff, Written};
 use crate::db::{Dialect, Locks, Tx};
 use crate::domain::backoff::retry_delay;
 use crate::error::AppError;
@@ -49,6 +56,8 @@ const CLAIM_MAX: usize = 256;
 const RECORD_MAX: usize = 256;
 /// Attempts at recording a batch of outcomes before leaving its events to their leases.
 const RECORD_TRIES: u32 = 5;
+/// Committed events handed over and not yet sent, at most (beyond, they wait out their lease).
+const HANDOFF_CAPACITY: usize = 8_192;
 
 /// What is recorded of one attempt.
 #[derive(Debug)]
@@ -74,10 +83,26 @@ enum Attempt {
     Failed(String),
 }
 
-/// A claimed event and the end of its lease.
+/// A claimed (or handed-over) event and the end of its lease.
 struct Claimed {
     event: outbox::ClaimedEvent,
     lease_until: chrono::DateTime<Utc>,
+}
+
+impl From<Written> for Claimed {
+    fn from(w: Written) -> Self {
+        Claimed {
+            event: outbox::ClaimedEvent {
+                id: w.id,
+                event_type: w.event_type,
+                aggregate_id: w.aggregate_id,
+                payload: w.payload,
+                attempts: 0,
+                created_at: w.created_at,
+            },
+            lease_until: w.lease_until,
+        }
+    }
 }
 
 pub struct Relay {
@@ -87,6 +112,9 @@ pub struct Relay {
     /// Events claimed but not yet sent, at most.
     queue_capacity: usize,
     lease: chrono::Duration,
+    /// Set on the database while the relay runs: committed events come through `handed`.
+    handoff: Arc<Handoff>,
+    handed: Option<mpsc::Receiver<Written>>,
 }
 
 /// What a delivery task needs: the pooled client and where to send.
@@ -116,13 +144,23 @@ impl Relay {
         // A claim is leased for three request timeouts: ample for the wait in the local queue,
         // the request and the recording of its outcome; short enough that a crashed instance's
         // claims come back soon.
+        // Events handed over at commit are leased from the moment they are written, for as long.
         let lease = chrono::Duration::from_std(timeout.saturating_mul(3))
             .context("--data-platform-timeout is too long")?;
+        let (queue, handed) = mpsc::channel(HANDOFF_CAPACITY);
+        let wakeup = state.outbox_wakeup.clone();
+        let handoff = Arc::new(Handoff {
+            lease,
+            queue,
+            wake: Box::new(move || wakeup.notify()),
+        });
         Ok(Some(Relay {
             sender: Arc::new(Sender { state, client, url }),
             slots: Arc::new(Semaphore::new(concurrency)),
             queue_capacity: concurrency.saturating_mul(QUEUE_PER_SLOT),
             lease,
+            handoff,
+            handed: Some(handed),
         }))
     }
 
@@ -133,17 +171,29 @@ impl Relay {
     /// Deliver until shutdown; then let the deliveries in flight finish (each is bounded by the
     /// request timeout), record their outcomes, and give back the leases of events claimed but
     /// not sent.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let Some(handed) = self.handed.take() else {
+            return;
+        };
+        // Before the first claim: an event committed from now on either comes through `handed`
+        // or was written unleased and is claimed.
+        self.state().db.set_handoff(self.handoff.clone());
         let (outcomes, recorded) = mpsc::unbounded_channel();
         let recorder = tokio::spawn(record(self.state().clone(), recorded));
         let (queue, queued) = mpsc::channel(self.queue_capacity);
-        let ((), mut queued) = tokio::join!(
+        let ((), (mut queued, mut handed)) = tokio::join!(
             self.claim_loop(queue, &shutdown),
-            self.dispatch_loop(queued, outcomes, &shutdown),
+            self.dispatch_loop(queued, handed, outcomes, &shutdown),
         );
+        // Events written from now on are left for any relay's claimer. (One handed over by a
+        // batch committing right now keeps its lease until it runs out.)
+        self.state().db.clear_handoff(&self.handoff);
         let mut unsent = Vec::new();
         while let Ok(claimed) = queued.try_recv() {
             unsent.push(claimed.event.id);
+        }
+        while let Ok(written) = handed.try_recv() {
+            unsent.push(written.id);
         }
         if !unsent.is_empty() {
             let released = self
@@ -219,14 +269,16 @@ impl Relay {
         }
     }
 
-    /// Start one delivery per free slot and queued event until shutdown, then wait for those in
-    /// flight. Returns the queue, with whatever was claimed and not sent.
+    /// Start one delivery per free slot and queued (claimed or handed-over) event until
+    /// shutdown, then wait for those in flight. Returns both queues, with whatever was claimed
+    /// or handed over and not sent.
     async fn dispatch_loop(
         &self,
         mut queue: mpsc::Receiver<Claimed>,
+        mut handed: mpsc::Receiver<Written>,
         outcomes: mpsc::UnboundedSender<Outcome>,
         shutdown: &CancellationToken,
-    ) -> mpsc::Receiver<Claimed> {
+    ) -> (mpsc::Receiver<Claimed>, mpsc::Receiver<Written>) {
         let timeout = chrono::Duration::from_std(self.state().settings.data_platform_timeout)
             .unwrap_or(chrono::Duration::MAX);
         let mut deliveries = JoinSet::new();
@@ -240,11 +292,19 @@ impl Relay {
                     Err(_) => break,
                 },
             };
+            // Handed-over events (fresh, the latency path) and claimed ones (retries, expired
+            // leases, other instances'), whichever is ready; neither starves the other.
             let claimed = tokio::select! {
-                biased;
                 _ = shutdown.cancelled() => break,
+                Some(written) = handed.recv() => {
+                    metrics::counter!("outbox_events_taken_total", "source" => "handoff").increment(1);
+                    Claimed::from(written)
+                }
                 claimed = queue.recv() => match claimed {
-                    Some(claimed) => claimed,
+                    Some(claimed) => {
+                        metrics::counter!("outbox_events_taken_total", "source" => "claim").increment(1);
+                        claimed
+                    }
                     None => break,
                 },
             };
@@ -269,8 +329,9 @@ impl Relay {
             });
         }
         queue.close();
+        handed.close();
         while deliveries.join_next().await.is_some() {}
-        queue
+        (queue, handed)
     }
 
     /// Claim up to `limit` due events, leased to this relay. On PostgreSQL the claim is a short

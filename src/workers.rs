@@ -123,8 +123,6 @@ pub async fn expire_overdue_orders(state: &AppState) -> anyhow::Result<usize> {
         }
     }
     if expired > 0 {
-        // Their ORDER_EXPIRED events are committed: deliver them now.
-        state.outbox_wakeup.notify();
         tracing::info!(expired, "expired unpaid orders");
         metrics::counter!("orders_expired_total").increment(expired as u64);
     }

@@ -383,7 +383,6 @@ async fn place_order(
         },
     )
     .await
-    .inspect(|_| state.outbox_wakeup.notify())
     .inspect_err(|err| {
         metrics::counter!("orders_placed_total", "outcome" => err.code()).increment(1)
     })
@@ -432,7 +431,6 @@ async fn pay_order(
         }
     })
     .await
-    .inspect(|_| state.outbox_wakeup.notify())
 }
 
 /// Cancel a PENDING order: stock and coupon are given back at once, and an `ORDER_CANCELLED`
@@ -463,8 +461,6 @@ async fn cancel_order(
         }
     })
     .await
-    // The ORDER_CANCELLED event is committed: deliver it now.
-    .inspect(|_| state.outbox_wakeup.notify())
 }
 
 /// A member's orders, newest first.

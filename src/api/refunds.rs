@@ -184,5 +184,4 @@ async fn refund_order(
         },
     )
     .await
-    .inspect(|_| state.outbox_wakeup.notify())
 }

@@ -26,10 +26,14 @@
 //! (Longer than most files: the queue, the batch loop for each backend and the PostgreSQL lock
 //! ordering are one mechanism, easier to check for correctness read together.)
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
@@ -173,6 +177,42 @@ impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E>
     }
 }
 
+/// An outbox event a command wrote already leased to this process's relay: once its batch
+/// has committed (never before, never if its savepoint was rolled back or the commit failed)
+/// it is handed to the relay in memory, which sends it without claiming it first.
+#[derive(Clone, Debug)]
+pub struct Written {
+    pub id: String,
+    pub event_type: String,
+    pub aggregate_id: i64,
+    pub payload: String,
+    pub created_at: DateTime<Utc>,
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Where committed [`Written`] events go: this process's relay.
+pub struct Handoff {
+    /// How long an event written now is leased to this relay.
+    pub lease: chrono::Duration,
+    /// The relay's queue. Never waited on: when it is full the event is left to its lease (the
+    /// relay's claimer takes it when the lease has run out).
+    pub queue: tokio::sync::mpsc::Sender<Written>,
+    /// Called after a commit whose events were not all handed over (queue full, or written
+    /// before the relay was listening), so the claimer looks for them.
+    pub wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handoff")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The handoff the committers of one database use (none while no relay is running).
+type HandoffSlot = Arc<RwLock<Option<Arc<Handoff>>>>;
+
 /// Where the committers write.
 #[derive(Clone, Debug)]
 pub enum Target {
@@ -185,30 +225,53 @@ pub enum Target {
 #[derive(Clone, Debug)]
 pub struct Committer {
     queue: flume::Sender<Box<dyn Job>>,
+    handoff: HandoffSlot,
 }
 
 impl Committer {
     /// Start the committer thread(s) for `target`.
     pub fn start(target: Target, options: CommitOptions) -> std::io::Result<Self> {
         let (queue, jobs) = flume::bounded::<Box<dyn Job>>(options.queue_capacity.max(1));
+        let handoff = HandoffSlot::default();
         match target {
             Target::Sqlite { path, durable } => {
-                let options = options.clone();
+                let (options, handoff) = (options.clone(), handoff.clone());
                 std::thread::Builder::new()
                     .name("shopd-committer".into())
-                    .spawn(move || sqlite_committer(path, durable, jobs, options))?;
+                    .spawn(move || sqlite_committer(path, durable, jobs, options, handoff))?;
             }
             Target::Postgres(connect) => {
                 for i in 0..options.pg_committers.max(1) {
-                    let (connect, jobs, options) =
-                        ((*connect).clone(), jobs.clone(), options.clone());
+                    let (connect, jobs, options, handoff) = (
+                        (*connect).clone(),
+                        jobs.clone(),
+                        options.clone(),
+                        handoff.clone(),
+                    );
                     std::thread::Builder::new()
                         .name(format!("shopd-committer-{i}"))
-                        .spawn(move || postgres_committer(connect, jobs, options))?;
+                        .spawn(move || postgres_committer(connect, jobs, options, handoff))?;
                 }
             }
         }
-        Ok(Self { queue })
+        Ok(Self { queue, handoff })
+    }
+
+    /// From now on, events written leased ([`handoff_lease`]) go to `handoff` once committed.
+    pub fn set_handoff(&self, handoff: Arc<Handoff>) {
+        if let Ok(mut slot) = self.handoff.write() {
+            *slot = Some(handoff);
+        }
+    }
+
+    /// Stop handing events to `handoff` (if it is still the one set): events are written
+    /// unleased again, for any relay's claimer.
+    pub fn clear_handoff(&self, handoff: &Arc<Handoff>) {
+        if let Ok(mut slot) = self.handoff.write()
+            && slot.as_ref().is_some_and(|h| Arc::ptr_eq(h, handoff))
+        {
+            *slot = None;
+        }
     }
 
     /// Queue `command` and wait for its answer, given after its batch committed.
@@ -304,6 +367,88 @@ fn record_batch(batch: &[Box<dyn Job>]) {
 
 thread_local! {
     static CURRENT_BATCH: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+    /// The handoff of the batch running on this thread (read once per batch).
+    static HANDOFF: RefCell<Option<Arc<Handoff>>> = const { RefCell::new(None) };
+    /// What the command running on this thread wrote to the outbox.
+    static COMMAND_EVENTS: RefCell<CommandEvents> = const { RefCell::new(CommandEvents::new()) };
+}
+
+/// Outbox events written by one command (or kept from a batch's successful commands).
+struct CommandEvents {
+    leased: Vec<Written>,
+    /// Events written without a lease (no relay was listening when they were written).
+    unleased: usize,
+}
+
+impl CommandEvents {
+    const fn new() -> Self {
+        Self {
+            leased: Vec::new(),
+            unleased: 0,
+        }
+    }
+
+    fn append(&mut self, other: CommandEvents) {
+        self.leased.extend(other.leased);
+        self.unleased += other.unleased;
+    }
+}
+
+/// Until when an outbox event written now by the running command is leased to this process's
+/// relay, which will be handed it once the batch commits; `None` outside a committer or when
+/// no relay is listening (the event is then written unleased, for any relay's claimer).
+pub fn handoff_lease(now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    CURRENT_BATCH.with(|b| b.get())?;
+    HANDOFF.with(|h| {
+        let lease = h.borrow().as_ref()?.lease;
+        now.checked_add_signed(lease)
+    })
+}
+
+/// Note an outbox event the running command wrote: `Some` if it was written leased (see
+/// [`handoff_lease`]). Kept only if the command succeeds; handed over only after the commit.
+/// Outside a committer this does nothing.
+pub fn wrote_event(event: Option<Written>) {
+    if CURRENT_BATCH.with(|b| b.get()).is_none() {
+        return;
+    }
+    COMMAND_EVENTS.with(|e| {
+        let mut events = e.borrow_mut();
+        match event {
+            Some(event) => events.leased.push(event),
+            None => events.unleased += 1,
+        }
+    });
+}
+
+fn take_command_events() -> CommandEvents {
+    COMMAND_EVENTS.with(|e| std::mem::replace(&mut *e.borrow_mut(), CommandEvents::new()))
+}
+
+/// After a commit: give the relay the events the batch's commands wrote, without waiting.
+fn hand_over(events: CommandEvents, slot: &HandoffSlot) {
+    if events.leased.is_empty() && events.unleased == 0 {
+        return;
+    }
+    // The handoff as it is now: a relay that started listening during the batch still looks
+    // for the batch's unleased events.
+    let Some(handoff) = slot.read().ok().and_then(|h| h.clone()) else {
+        return;
+    };
+    let mut missed = events.unleased;
+    for event in events.leased {
+        match handoff.queue.try_send(event) {
+            Ok(()) => metrics::counter!("outbox_handoffs_total", "outcome" => "sent").increment(1),
+            Err(_) => {
+                // Left to its lease: claimed again when it runs out.
+                metrics::counter!("outbox_handoffs_total", "outcome" => "dropped").increment(1);
+                missed += 1;
+            }
+        }
+    }
+    if missed > 0 {
+        (handoff.wake)();
+    }
 }
 
 /// The sequence number of the batch whose commands run on this thread right now (`None`
@@ -315,26 +460,46 @@ pub fn current_batch() -> Option<u64> {
 
 /// Run every job of the batch on `tx`, then `COMMIT`. `Err` when the transaction broke or the
 /// commit failed.
-async fn run_jobs(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+/// Events that the batch's successful commands wrote are handed to the relay after the commit.
+async fn run_jobs(
+    tx: &mut Tx,
+    batch: &mut [Box<dyn Job>],
+    handoff: &HandoffSlot,
+) -> Result<(), sqlx::Error> {
     static BATCHES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let id = BATCHES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     CURRENT_BATCH.with(|b| b.set(Some(id)));
+    let current = handoff.read().ok().and_then(|h| h.clone());
+    HANDOFF.with(|h| *h.borrow_mut() = current);
     let result = run_each(tx, batch).await;
+    end_batch();
+    let events = result?;
+    hand_over(events, handoff);
+    Ok(())
+}
+
+/// Forget the batch's thread-local state (also after a panic).
+fn end_batch() {
     CURRENT_BATCH.with(|b| b.set(None));
-    result
+    HANDOFF.with(|h| *h.borrow_mut() = None);
+    take_command_events();
 }
 
 /// [`run_jobs`], but a command that panics fails its batch (rolled back, every caller 503)
 /// instead of taking the committer thread — and with it every later write — down.
-async fn run_jobs_guarded(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+async fn run_jobs_guarded(
+    tx: &mut Tx,
+    batch: &mut [Box<dyn Job>],
+    handoff: &HandoffSlot,
+) -> Result<(), sqlx::Error> {
     use futures::FutureExt;
-    match std::panic::AssertUnwindSafe(run_jobs(tx, batch))
+    match std::panic::AssertUnwindSafe(run_jobs(tx, batch, handoff))
         .catch_unwind()
         .await
     {
         Ok(result) => result,
         Err(_) => {
-            CURRENT_BATCH.with(|b| b.set(None));
+            end_batch();
             tracing::error!("committer: a command panicked; its batch is rolled back");
             Err(sqlx::Error::Protocol("a command panicked".into()))
         }
@@ -343,14 +508,22 @@ async fn run_jobs_guarded(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(),
 
 /// Savepoint statements travel with their neighbours: ending one command's savepoint and
 /// opening the next one's is a single round trip, and the last one ends with the COMMIT.
-async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::Error> {
+/// Returns the outbox events of the commands that succeeded, once committed.
+async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<CommandEvents, sqlx::Error> {
     const FIRST: &str = "SAVEPOINT cmd";
     const AFTER_OK: &str = "RELEASE SAVEPOINT cmd; SAVEPOINT cmd";
     const AFTER_ERR: &str = "ROLLBACK TO SAVEPOINT cmd; RELEASE SAVEPOINT cmd; SAVEPOINT cmd";
     let mut prologue = FIRST;
     let mut last_ok = true;
+    let mut kept = CommandEvents::new();
     for job in batch.iter_mut() {
+        take_command_events();
         last_ok = job.run(tx, prologue).await?;
+        // A failed command's savepoint is rolled back, and its events with it.
+        let written = take_command_events();
+        if last_ok {
+            kept.append(written);
+        }
         prologue = if last_ok { AFTER_OK } else { AFTER_ERR };
     }
     // A failed last command is undone before the commit; a successful one is released by it.
@@ -364,7 +537,7 @@ async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<(), sqlx::E
         // SQLite keeps a transaction whose COMMIT failed open: end it.
         let _ = tx.raw_batch("ROLLBACK").await;
     }
-    result
+    result.map(|()| kept)
 }
 
 fn answer(batch: Vec<Box<dyn Job>>, committed: bool, started: Instant) {
@@ -404,6 +577,7 @@ fn sqlite_committer(
     durable: bool,
     jobs: flume::Receiver<Box<dyn Job>>,
     options: CommitOptions,
+    handoff: HandoffSlot,
 ) {
     let Some(rt) = runtime() else { return };
     // Dropped when this thread ends, which stops the checkpointer.
@@ -437,7 +611,7 @@ fn sqlite_committer(
             };
             let mut tx = Tx::Lite(lite);
             let committed = match tx.raw_batch("BEGIN IMMEDIATE").await {
-                Ok(()) => match run_jobs_guarded(&mut tx, &mut batch).await {
+                Ok(()) => match run_jobs_guarded(&mut tx, &mut batch, &handoff).await {
                     Ok(()) => Ok(()),
                     Err(err) => {
                         let _ = tx.raw_batch("ROLLBACK").await;
@@ -465,6 +639,7 @@ fn postgres_committer(
     connect: PgConnectOptions,
     jobs: flume::Receiver<Box<dyn Job>>,
     options: CommitOptions,
+    handoff: HandoffSlot,
 ) {
     let Some(rt) = runtime() else { return };
     rt.block_on(async move {
@@ -490,7 +665,7 @@ fn postgres_committer(
             let mut tx = Tx::PgBatch(pg);
             let result = async {
                 begin_and_lock(&mut tx, &batch).await?;
-                run_jobs_guarded(&mut tx, &mut batch).await
+                run_jobs_guarded(&mut tx, &mut batch, &handoff).await
             }
             .await;
             let committed = match result {

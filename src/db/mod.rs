@@ -331,6 +331,17 @@ impl Db {
         self.committer.submit(locks, command).await
     }
 
+    /// Hand the outbox events that commands write from now on to this process's relay once
+    /// committed (see [`committer::Handoff`]).
+    pub fn set_handoff(&self, handoff: std::sync::Arc<committer::Handoff>) {
+        self.committer.set_handoff(handoff);
+    }
+
+    /// Stop handing events to `handoff` (the relay is stopping).
+    pub fn clear_handoff(&self, handoff: &std::sync::Arc<committer::Handoff>) {
+        self.committer.clear_handoff(handoff);
+    }
+
     /// Apply this backend's migrations (`migrations/sqlite` or `migrations/postgres`).
     /// On PostgreSQL the migrator holds an advisory lock, so instances starting together are safe.
     pub async fn migrate(&self) -> anyhow::Result<()> {

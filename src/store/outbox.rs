@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::db::{Handle, Tx};
+use crate::db::{Handle, Tx, committer};
 use crate::error::AppResult;
 use crate::sql_execute;
 use crate::store::orders::{LineRow, OrderRow};
@@ -71,7 +71,10 @@ pub fn order_paid_payload(
     envelope(event_id, ORDER_PAID, paid_at, order_json)
 }
 
-/// Write one event in the caller's transaction.
+/// Write one event in the caller's transaction. In a committer with a relay listening, the
+/// event is written already leased to that relay and handed to it once the batch commits, so
+/// it is sent at once without being claimed (see [`committer::Written`]); if this process dies
+/// first, the lease runs out and any relay claims it.
 async fn enqueue(
     tx: &mut Tx,
     event_id: Uuid,
@@ -80,10 +83,21 @@ async fn enqueue(
     payload: &Value,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
+    let lease_until = committer::handoff_lease(now);
+    let id = event_id.to_string();
+    let payload = payload.to_string();
     sql_execute!(tx,
-        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at)
-         VALUES ($1, $2, $3, $4, 'PENDING', 0, $5, $5)",
-        event_id.to_string(), event_type, order_id, payload.to_string(), now)?;
+        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at, locked_until)
+         VALUES ($1, $2, $3, $4, 'PENDING', 0, $5, $5, $6)",
+        id.as_str(), event_type, order_id, payload.as_str(), now, lease_until)?;
+    committer::wrote_event(lease_until.map(|lease_until| committer::Written {
+        id,
+        event_type: event_type.to_string(),
+        aggregate_id: order_id,
+        payload,
+        created_at: now,
+        lease_until,
+    }));
     Ok(())
 }
 

@@ -6,10 +6,13 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::json;
-use shopd::db::committer::current_batch;
+use std::sync::Arc;
+
+use shopd::db::committer::{Handoff, Written, current_batch, handoff_lease, wrote_event};
 use shopd::db::{Dialect, Locks, Tx};
 use shopd::error::{AppError, AppResult};
 use shopd::{sql_execute, sql_scalar};
+use tokio::sync::mpsc;
 
 use crate::helpers::{Backend, TestApp};
 use crate::invariants::assert_invariants;
@@ -26,7 +29,113 @@ on_both_backends!(
     commits_are_durable_unless_relaxed,
     readyz_is_503_when_the_database_is_down,
     a_panicking_command_fails_its_batch_not_the_committer,
+    only_committed_commands_hand_over_their_events,
+    a_failed_batch_hands_over_nothing,
 );
+
+/// A relay's hand-off, set on the app's database (the test app runs no relay of its own).
+fn listen_for_handoffs(app: &TestApp) -> (Arc<Handoff>, mpsc::Receiver<Written>) {
+    let (queue, handed) = mpsc::channel(1_000);
+    let handoff = Arc::new(Handoff {
+        lease: chrono::Duration::seconds(30),
+        queue,
+        wake: Box::new(|| {}),
+    });
+    app.db.set_handoff(handoff.clone());
+    (handoff, handed)
+}
+
+/// What a command writing event `n` tells the committer (leased, since a relay listens).
+fn write_event(n: i64) {
+    let now = chrono::Utc::now();
+    let lease_until = handoff_lease(now).expect("a relay listens: the event is leased");
+    wrote_event(Some(Written {
+        id: format!("event-{n}"),
+        event_type: "TEST".into(),
+        aggregate_id: n,
+        payload: "{}".into(),
+        created_at: now,
+        lease_until,
+    }));
+}
+
+fn drain(handed: &mut mpsc::Receiver<Written>) -> Vec<i64> {
+    let mut ids = Vec::new();
+    while let Ok(w) = handed.try_recv() {
+        ids.push(w.aggregate_id);
+    }
+    ids.sort_unstable();
+    ids
+}
+
+async fn only_committed_commands_hand_over_their_events(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let (handoff, mut handed) = listen_for_handoffs(&app);
+    // Ten commands in one batch, each writing an event; the odd ones then fail, and their
+    // savepoints (events included) are rolled back.
+    let results = join_all((0..10_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                write_event(n);
+                if n % 2 == 1 {
+                    return Err(AppError::conflict("ODD", "odd", json!({})));
+                }
+                Ok(current_batch())
+            })
+            .await
+        }
+    }))
+    .await;
+    // Handed over before the callers were answered.
+    assert_eq!(drain(&mut handed), vec![0, 2, 4, 6, 8]);
+    let batches: std::collections::BTreeSet<_> =
+        results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(batches.len(), 1, "one batch: {results:?}");
+    // Without a relay listening, events are written unleased and nothing is handed over.
+    app.db.clear_handoff(&handoff);
+    app.db
+        .write(Locks::none(), async |_tx: &mut Tx| -> AppResult<()> {
+            assert_eq!(handoff_lease(chrono::Utc::now()), None);
+            wrote_event(None);
+            Ok(())
+        })
+        .await
+        .expect("write");
+    assert!(drain(&mut handed).is_empty());
+}
+
+async fn a_failed_batch_hands_over_nothing(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    arm_commit_bomb(&app).await;
+    let (_handoff, mut handed) = listen_for_handoffs(&app);
+    // Five commands that succeed, in a batch whose commit then fails.
+    let results = join_all((0..5_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                write_event(n);
+                if n == 4 {
+                    sql_execute!(tx, "INSERT INTO bomb (parent) VALUES (42)")?;
+                }
+                Ok::<_, AppError>(())
+            })
+            .await
+        }
+    }))
+    .await;
+    assert!(results.iter().all(Result::is_err), "{results:?}");
+    assert!(scratch_rows(&app).await.is_empty());
+    assert!(drain(&mut handed).is_empty(), "nothing of the failed batch");
+}
 
 /// Settings that make concurrent writes land in one batch: one committer (PostgreSQL runs
 /// several, which share the queue) that waits a little for more work.

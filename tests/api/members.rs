@@ -195,7 +195,7 @@ async fn unknown_routes_and_oversized_bodies_get_json_errors(backend: Backend) {
 }
 
 /// The value of the series `name` whose labels include every `labels` pair (0 when absent).
-fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+pub(crate) fn series(metrics: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metrics
         .lines()
         .filter(|l| !l.starts_with('#'))

@@ -28,6 +28,7 @@ on_both_backends!(
     a_failed_delivery_waits_out_its_backoff,
     deliveries_in_flight_never_exceed_the_bound,
     a_platform_down_a_few_seconds_then_up_loses_nothing,
+    committed_events_are_handed_over_without_a_claim,
 );
 
 /// SPEC §10 / issue #14, at full length: the platform down 30 s. Run with
@@ -289,10 +290,15 @@ async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
     pay_orders(&app, product, 1).await;
     assert!(eventually(10, || async { platform.stats().failed_on_purpose >= 1 }).await);
     let failed_at = chrono::Utc::now();
-    let (_, page) = app
-        .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
-        .await;
-    let event = &page["items"][0];
+    // The outcome is recorded off the delivery path, a moment after the platform answered.
+    let pending = || async {
+        let (_, page) = app
+            .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
+            .await;
+        page["items"][0].clone()
+    };
+    assert!(eventually(5, || async { pending().await["attempts"] == 1 }).await);
+    let event = &pending().await;
     assert_eq!(event["attempts"], 1, "{event}");
     let next: chrono::DateTime<chrono::Utc> = event["nextAttemptAt"]
         .as_str()
@@ -621,6 +627,75 @@ async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Ba
     );
     assert_eq!(platform.stats().duplicates, 0, "{:?}", platform.stats());
     assert_invariants(&restarted).await;
+    drop(server);
+    db.close().await;
+    drop_scratch_database(pg).await;
+}
+
+/// The normal path has no claim: an event committed by this process is handed to its relay
+/// in memory and sent at once. (A child process, so that its metrics are its own.)
+async fn committed_events_are_handed_over_without_a_claim(backend: Backend) {
+    let (platform, platform_url) = mock_platform(MockConfig::default()).await;
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let Some((url, pg)) = scratch_database(backend, scratch.path()).await else {
+        return;
+    };
+    let server = start_with(
+        &url,
+        &[
+            "--data-platform-url",
+            &platform_url,
+            // A lease of three minutes, and no sweep for an hour: a claim could not take these
+            // events before the lease ran out, so a prompt delivery is the hand-off's.
+            "--data-platform-timeout",
+            "60s",
+            "--outbox-sweep-interval",
+            "1h",
+        ],
+    )
+    .await;
+    let db = Db::connect(&url, &DbOptions::default()).await.expect("db");
+    let mut settings = Settings::for_database(url.clone());
+    settings.admin_token = vec![ADMIN_TOKEN.to_string()];
+    let app = TestApp::external(server.address.clone(), db.clone(), settings);
+    let product = app.product("Mug", 1_000, 100).await;
+    let orders = pay_orders(&app, product, 5).await;
+    assert!(
+        eventually(10, || async { platform.stats().unique_events == 5 }).await,
+        "{:?}",
+        platform.stats()
+    );
+    let mut received: Vec<i64> = platform
+        .events()
+        .iter()
+        .map(|e| e["order"]["id"].as_i64().unwrap())
+        .collect();
+    received.sort_unstable();
+    let mut expected = orders;
+    expected.sort_unstable();
+    assert_eq!(received, expected);
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let taken = |source| {
+        crate::members::series(&metrics, "outbox_events_taken_total", &[("source", source)])
+    };
+    assert_eq!(taken("handoff"), 5.0, "{metrics}");
+    assert_eq!(taken("claim"), 0.0, "no event was claimed: {metrics}");
+    assert!(
+        eventually(5, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 5
+        })
+        .await
+    );
+    assert_eq!(platform.stats().duplicates, 0, "{:?}", platform.stats());
+    assert_invariants(&app).await;
     drop(server);
     db.close().await;
     drop_scratch_database(pg).await;
