@@ -1,17 +1,24 @@
 //! Model test: random sequences of operations (charge, create/restock/suspend products, create
-//! campaigns, claim coupons, order with or without a coupon, pay now or later, cancel, expire
-//! by the sweeper or at payment time, retries with the same idempotency key, a key reused for
-//! another request) run against the real application over HTTP and, side by side, against a
-//! plain in-memory model of balances, stock, coupons and orders.
+//! campaigns, claim coupons, put/remove/clear cart lines, order items or from the cart (whole
+//! or by `productIds`) with or without a coupon, pay now or later, cancel, expire by the
+//! sweeper or at payment time, retries with the same idempotency key, a key reused for another
+//! request) run against the real application over HTTP and, side by side, against a plain
+//! in-memory model of balances, stock, coupons, carts and orders.
 //!
 //! Every answer must be the one the model predicts (status, error code, amounts). After every
-//! step each member's balance and each product's stock are compared with the model; at the end
-//! of a case every order (status, payments) and every member's coupons too, the database holds
+//! step each member's balance and each product's stock are compared with the model, and after
+//! a cart step or a payment that member's cart (lines, current prices, orderability, orderable
+//! total); at the end of a case every cart, every order (status, payments, `fromCart`) and
+//! every member's coupons too, the database holds
 //! exactly the model's orders and no unfinished idempotency key, and the SPEC §9 invariants
 //! hold (`invariants.rs`). A failing case is shrunk by proptest to a minimal sequence.
 //!
-//! Budget: `SHOPD_MODEL_CASES` cases (default 32) of up to `SHOPD_MODEL_STEPS` operations
-//! (default 40) per backend; `SHOPD_MODEL_SEED` (a number) replays one run's cases.
+//! Budget: cases of 1 to `SHOPD_MODEL_STEPS` operations (default 400) until
+//! `SHOPD_MODEL_OPS` operations (default 5,000; setup steps not counted) have run, per backend:
+//! 10,000 in one `cargo test`, about 4 minutes for both on a 2-core machine (each case's fresh
+//! database is the fixed cost, hence few long cases). The summary (operations, cases, seconds,
+//! outcomes) goes straight to stderr, shown without `--nocapture`. `SHOPD_MODEL_SEED` (a
+//! number) replays one run's cases.
 
 use std::collections::BTreeMap;
 
@@ -909,6 +916,9 @@ async fn pay(app: &TestApp, model: &mut Model, o: usize, key: Option<String>) ->
     send_and_remember(app, model, call).await
 }
 
+/// An order's lines (product index, quantity), or the status, code and outcome of its refusal.
+type Planned = Result<Vec<(usize, i64)>, (u16, &'static str, &'static str)>;
+
 /// Where an order's lines come from.
 enum Source<'a> {
     Items(&'a [(Index, i64)]),
@@ -928,64 +938,63 @@ async fn place(
     // Lines as the server sees them: merged per product, in ascending id (= creation order);
     // or why the request is refused before any line is reserved.
     let from_cart = matches!(source, Source::Cart(_));
-    let (mut body, lines): (Value, Result<Vec<(usize, i64)>, (u16, &str, &'static str)>) =
-        match source {
-            Source::Items(items) => {
-                let mut merged: BTreeMap<usize, i64> = BTreeMap::new();
-                for (product, quantity) in items {
-                    *merged
-                        .entry(product.index(model.products.len()))
-                        .or_default() += quantity;
-                }
-                let body = json!({
-                    "items": items.iter().map(|(p, q)| json!({
-                        "productId": model.products[p.index(model.products.len())].id,
-                        "quantity": q,
-                    })).collect::<Vec<_>>(),
-                });
-                (body, Ok(merged.into_iter().collect()))
+    let (mut body, lines): (Value, Planned) = match source {
+        Source::Items(items) => {
+            let mut merged: BTreeMap<usize, i64> = BTreeMap::new();
+            for (product, quantity) in items {
+                *merged
+                    .entry(product.index(model.products.len()))
+                    .or_default() += quantity;
             }
-            Source::Cart(only) => {
-                let cart = &model.members[member].cart;
-                let in_cart: Vec<usize> = cart.keys().copied().collect();
-                let chosen: Option<Vec<usize>> = only.map(|only| {
-                    only.iter()
-                        .map(|&(from_cart, index)| {
-                            if from_cart && !in_cart.is_empty() {
-                                in_cart[index.index(in_cart.len())]
-                            } else {
-                                index.index(model.products.len())
-                            }
-                        })
-                        .collect()
-                });
-                let mut body = json!({ "fromCart": true });
-                if let Some(chosen) = &chosen {
-                    body["productIds"] = chosen
+            let body = json!({
+                "items": items.iter().map(|(p, q)| json!({
+                    "productId": model.products[p.index(model.products.len())].id,
+                    "quantity": q,
+                })).collect::<Vec<_>>(),
+            });
+            (body, Ok(merged.into_iter().collect()))
+        }
+        Source::Cart(only) => {
+            let cart = &model.members[member].cart;
+            let in_cart: Vec<usize> = cart.keys().copied().collect();
+            let chosen: Option<Vec<usize>> = only.map(|only| {
+                only.iter()
+                    .map(|&(from_cart, index)| {
+                        if from_cart && !in_cart.is_empty() {
+                            in_cart[index.index(in_cart.len())]
+                        } else {
+                            index.index(model.products.len())
+                        }
+                    })
+                    .collect()
+            });
+            let mut body = json!({ "fromCart": true });
+            if let Some(chosen) = &chosen {
+                body["productIds"] = chosen
+                    .iter()
+                    .map(|&p| json!(model.products[p].id))
+                    .collect();
+            }
+            let lines = if cart.is_empty() {
+                Err((409, "CART_EMPTY", "cart order, cart empty"))
+            } else {
+                match &chosen {
+                    Some(chosen) if chosen.iter().any(|p| !cart.contains_key(p)) => Err((
+                        400,
+                        "VALIDATION_ERROR",
+                        "cart order naming a product not in the cart",
+                    )),
+                    Some(chosen) => Ok(cart
                         .iter()
-                        .map(|&p| json!(model.products[p].id))
-                        .collect();
+                        .filter(|(p, _)| chosen.contains(p))
+                        .map(|(&p, &q)| (p, q))
+                        .collect()),
+                    None => Ok(cart.iter().map(|(&p, &q)| (p, q)).collect()),
                 }
-                let lines = if cart.is_empty() {
-                    Err((409, "CART_EMPTY", "cart order, cart empty"))
-                } else {
-                    match &chosen {
-                        Some(chosen) if chosen.iter().any(|p| !cart.contains_key(p)) => Err((
-                            400,
-                            "VALIDATION_ERROR",
-                            "cart order naming a product not in the cart",
-                        )),
-                        Some(chosen) => Ok(cart
-                            .iter()
-                            .filter(|(p, _)| chosen.contains(p))
-                            .map(|(&p, &q)| (p, q))
-                            .collect()),
-                        None => Ok(cart.iter().map(|(&p, &q)| (p, q)).collect()),
-                    }
-                };
-                (body, lines)
-            }
-        };
+            };
+            (body, lines)
+        }
+    };
     let held: Vec<usize> = model
         .coupons
         .keys()
@@ -1170,6 +1179,7 @@ async fn compare_orders_and_coupons(app: &TestApp, model: &Model) {
             o.id
         );
         assert_eq!(order["total"], o.total, "order {}", o.id);
+        assert_eq!(order["fromCart"], o.from_cart, "order {}", o.id);
         let payments = order["payments"].as_array().expect("payments");
         let count = |s: &str| payments.iter().filter(|p| p["status"] == s).count();
         assert_eq!(
