@@ -1,22 +1,30 @@
 //! Model test: random sequences of operations (charge, create/restock/suspend products, create
-//! campaigns, claim coupons, order with or without a coupon, pay now or later, cancel, expire
-//! by the sweeper or at payment time, retries with the same idempotency key, a key reused for
-//! another request) run against the real application over HTTP and, side by side, against a
-//! plain in-memory model of balances, stock, coupons and orders.
+//! campaigns, claim coupons, put/remove/clear cart lines, order items or from the cart (whole
+//! or by `productIds`) with or without a coupon, pay now or later, cancel, expire by the
+//! sweeper or at payment time, retries with the same idempotency key, a key reused for another
+//! request) run against the real application over HTTP and, side by side, against a plain
+//! in-memory model of balances, stock, coupons, carts and orders.
 //!
 //! Every answer must be the one the model predicts (status, error code, amounts). After every
-//! step each member's balance and each product's stock are compared with the model; at the end
-//! of a case every order (status, payments) and every member's coupons too, the database holds
+//! step each member's balance and each product's stock are compared with the model, and after
+//! a cart step or a payment that member's cart (lines, current prices, orderability, orderable
+//! total); at the end of a case every cart, every order (status, payments, `fromCart`) and
+//! every member's coupons too, the database holds
 //! exactly the model's orders and no unfinished idempotency key, and the SPEC §9 invariants
 //! hold (`invariants.rs`). A failing case is shrunk by proptest to a minimal sequence.
 //!
-//! Budget: `SHOPD_MODEL_CASES` cases (default 32) of up to `SHOPD_MODEL_STEPS` operations
-//! (default 40) per backend; `SHOPD_MODEL_SEED` (a number) replays one run's cases.
+//! Budget: cases of 1 to `SHOPD_MODEL_STEPS` operations (default 400) until
+//! `SHOPD_MODEL_OPS` operations (default 5,000; setup steps not counted) have run, per backend:
+//! 10,000 in one `cargo test`, about 4 minutes for both on a 2-core machine (each case's fresh
+//! database is the fixed cost, hence few long cases). The summary (operations, cases, seconds,
+//! outcomes) goes straight to stderr, shown without `--nocapture`. `SHOPD_MODEL_SEED` (a
+//! number) replays one run's cases.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use proptest::sample::Index;
+use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -27,6 +35,10 @@ use crate::invariants::assert_invariants;
 
 const MEMBERS: usize = 3;
 const MAX_BALANCE: i64 = 200_000;
+/// Operations per backend in one run (two backends: 10,000 in all).
+const DEFAULT_OPS: usize = 5_000;
+/// Most operations in one case.
+const DEFAULT_STEPS: usize = 400;
 
 #[test]
 fn model_agrees_with_the_app_on_sqlite() {
@@ -48,11 +60,10 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn run(backend: Backend) {
-    let cases: u32 = env_number("SHOPD_MODEL_CASES", 32);
-    let steps: usize = env_number("SHOPD_MODEL_STEPS", 40);
+    let target: usize = env_number("SHOPD_MODEL_OPS", DEFAULT_OPS);
+    let steps: usize = env_number("SHOPD_MODEL_STEPS", DEFAULT_STEPS);
     let seed: u64 = env_number("SHOPD_MODEL_SEED", rand::random());
     let config = Config {
-        cases,
         failure_persistence: None,
         // Shrinking reruns whole cases (a fresh database each): bound it.
         max_shrink_time: 300_000,
@@ -62,32 +73,46 @@ fn run(backend: Backend) {
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
-    let ran = std::cell::Cell::new(0usize);
+    let strategy = proptest::collection::vec(op(), 1..=steps.max(1));
     let skipped = std::cell::Cell::new(false);
-    let result = runner.run(&proptest::collection::vec(op(), 1..=steps.max(1)), |ops| {
-        ran.set(ran.get() + ops.len());
-        // A runtime per case: dropping it stops that case's server, jobs and pools.
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        if rt.block_on(run_case(backend, &ops)).is_none() {
-            skipped.set(true);
+    let started = std::time::Instant::now();
+    // Cases until `target` operations have run (shrinking a failure reruns cases: not counted).
+    let (mut cases, mut ran) = (0usize, 0usize);
+    while ran < target && !skipped.get() {
+        let tree = strategy
+            .new_tree(&mut runner)
+            .unwrap_or_else(|e| panic!("generate a case: {e}"));
+        cases += 1;
+        ran += tree.current().len();
+        let result = runner.run_one(tree, |ops| {
+            // A runtime per case: dropping it stops that case's server, jobs and pools.
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            if rt.block_on(run_case(backend, &ops)).is_none() {
+                skipped.set(true);
+            }
+            Ok(())
+        });
+        if let Err(err) = result {
+            panic!("model test failed ({backend:?}, SHOPD_MODEL_SEED={seed}): {err}");
         }
-        Ok(())
-    });
-    if let Err(err) = result {
-        panic!("model test failed ({backend:?}, SHOPD_MODEL_SEED={seed}): {err}");
     }
     if !skipped.get() {
-        let ran = ran.get();
-        eprintln!("model test ({backend:?}): {cases} cases, {ran} operations, seed {seed}");
+        // Straight to stderr, past the test harness's capture: the figures show in every run.
+        use std::io::Write;
+        let mut summary = format!(
+            "model test ({backend:?}): {ran} operations in {cases} cases (≤ {steps} each), {:.0} s, seed {seed}\n",
+            started.elapsed().as_secs_f64()
+        );
         OUTCOMES.with(|o| {
             for (what, n) in o.borrow().iter() {
-                eprintln!("  {n:>6}  {what}");
+                summary.push_str(&format!("  {n:>6}  {what}\n"));
             }
         });
+        let _ = std::io::stderr().lock().write_all(summary.as_bytes());
     }
 }
 
@@ -142,6 +167,29 @@ enum Op {
     Expire {
         order: Index,
         by_sweeper: bool,
+    },
+    /// Set a product's quantity in the member's cart (adds the line if needed).
+    CartPut {
+        member: usize,
+        product: Index,
+        quantity: i64,
+    },
+    /// Remove a product from the cart (whether or not it is there).
+    CartRemove {
+        member: usize,
+        product: Index,
+    },
+    CartClear {
+        member: usize,
+    },
+    /// `POST /orders {fromCart: true}`: the whole cart, or only `productIds` — each mostly one
+    /// in the cart (`true`), sometimes any product (`false`, rejected if not in the cart).
+    CartOrder {
+        member: usize,
+        only: Option<Vec<(bool, Index)>>,
+        coupon: Option<CouponChoice>,
+        pay: bool,
+        keyed: bool,
     },
     /// The last request sent with an idempotency key, again: the same answer, no effect.
     Retry,
@@ -200,8 +248,10 @@ fn op() -> impl Strategy<Value = Op> {
             delta: if delta == 0 { 1 } else { delta },
             keyed,
         }),
-        1 => (any::<Index>(), any::<bool>()).prop_map(|(product, on_sale)| Op::SetOnSale { product, on_sale }),
-        2 => (discount, 0i64..=6_000, 1i64..=3).prop_map(|(discount, min_order, quantity)| Op::CreateCampaign {
+        // Mostly back on sale: suspended products pile up over a long case otherwise.
+        1 => (any::<Index>(), proptest::bool::weighted(0.7))
+            .prop_map(|(product, on_sale)| Op::SetOnSale { product, on_sale }),
+        1 => (discount, 0i64..=6_000, 1i64..=3).prop_map(|(discount, min_order, quantity)| Op::CreateCampaign {
             discount,
             min_order,
             quantity,
@@ -209,7 +259,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (member.clone(), any::<Index>(), any::<bool>())
             .prop_map(|(member, campaign, keyed)| Op::Issue { member, campaign, keyed }),
         6 => (
-            member,
+            member.clone(),
             proptest::collection::vec((any::<Index>(), 1i64..=3), 1..=3),
             proptest::option::weighted(
                 0.5,
@@ -223,6 +273,25 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<Index>(), any::<bool>()).prop_map(|(order, keyed)| Op::Pay { order, keyed }),
         2 => (any::<Index>(), any::<bool>()).prop_map(|(order, keyed)| Op::Cancel { order, keyed }),
         2 => (any::<Index>(), any::<bool>()).prop_map(|(order, by_sweeper)| Op::Expire { order, by_sweeper }),
+        5 => (member.clone(), any::<Index>(), 1i64..=4)
+            .prop_map(|(member, product, quantity)| Op::CartPut { member, product, quantity }),
+        1 => (member.clone(), any::<Index>()).prop_map(|(member, product)| Op::CartRemove { member, product }),
+        1 => member.clone().prop_map(|member| Op::CartClear { member }),
+        3 => (
+            member.clone(),
+            proptest::option::weighted(
+                0.4,
+                proptest::collection::vec((proptest::bool::weighted(0.9), any::<Index>()), 1..=3),
+            ),
+            proptest::option::weighted(
+                0.3,
+                (proptest::bool::weighted(0.8), any::<Index>())
+                    .prop_map(|(held, index)| CouponChoice { held, index }),
+            ),
+            proptest::bool::weighted(0.6),
+            any::<bool>(),
+        )
+            .prop_map(|(member, only, coupon, pay, keyed)| Op::CartOrder { member, only, coupon, pay, keyed }),
         2 => Just(Op::Retry),
         1 => Just(Op::ReuseKey),
     ]
@@ -234,6 +303,8 @@ struct Member {
     id: i64,
     token: String,
     balance: i64,
+    /// Product index → quantity.
+    cart: BTreeMap<usize, i64>,
 }
 
 struct Product {
@@ -280,6 +351,8 @@ struct Order {
     coupon: Option<usize>,
     status: Status,
     failed_payments: usize,
+    /// Ordered from the cart: paying it removes its products from the cart.
+    from_cart: bool,
 }
 
 /// A request as sent, to send again.
@@ -365,12 +438,36 @@ impl Model {
         body: Option<Value>,
         key: Option<String>,
     ) -> Call {
+        self.member_request(member, Method::POST, path, body, key)
+    }
+
+    fn member_request(
+        &self,
+        member: usize,
+        method: Method,
+        path: String,
+        body: Option<Value>,
+        key: Option<String>,
+    ) -> Call {
         Call {
-            method: Method::POST,
+            method,
             path,
             token: self.members[member].token.clone(),
             body,
             key,
+        }
+    }
+
+    /// A PENDING order becomes PAID: a cart order's products leave the cart.
+    fn paid(&mut self, order: usize) {
+        let o = &mut self.orders[order];
+        assert_eq!(o.status, Status::Pending);
+        o.status = Status::Paid;
+        if o.from_cart {
+            let cart = &mut self.members[o.member].cart;
+            for (p, _) in &o.lines {
+                cart.remove(p);
+            }
         }
     }
 
@@ -454,6 +551,7 @@ async fn run_case(backend: Backend, ops: &[Op]) -> Option<()> {
             id,
             token,
             balance: 0,
+            cart: BTreeMap::new(),
         });
     }
     // Some balance, two products and a campaign from the first step on.
@@ -475,8 +573,25 @@ async fn run_case(backend: Backend, ops: &[Op]) -> Option<()> {
     };
     step(&app, &mut model, &campaign).await;
     for (n, op) in ops.iter().enumerate() {
+        // The member whose cart the step may change.
+        let cart_of = match op {
+            &Op::CartPut { member, .. }
+            | &Op::CartRemove { member, .. }
+            | &Op::CartClear { member }
+            | &Op::CartOrder { member, .. } => Some(member),
+            &Op::Pay { order, .. } if !model.orders.is_empty() => {
+                Some(model.orders[order.index(model.orders.len())].member)
+            }
+            _ => None,
+        };
         step(&app, &mut model, op).await;
         compare_balances_and_stock(&app, &model, n, op).await;
+        if let Some(member) = cart_of {
+            compare_cart(&app, &model, member, &format!("after step {n} ({op:?})")).await;
+        }
+    }
+    for member in 0..MEMBERS {
+        compare_cart(&app, &model, member, "at the end").await;
     }
     compare_orders_and_coupons(&app, &model).await;
     assert_invariants(&app).await;
@@ -605,7 +720,64 @@ async fn step(app: &TestApp, model: &mut Model, op: &Op) {
             coupon,
             pay,
             keyed,
-        } => place(app, model, *member, items, *coupon, *pay, *keyed).await,
+        } => {
+            let source = Source::Items(items);
+            place(app, model, *member, source, *coupon, *pay, *keyed).await
+        }
+        Op::CartOrder {
+            member,
+            only,
+            coupon,
+            pay,
+            keyed,
+        } => {
+            let source = Source::Cart(only.as_deref());
+            place(app, model, *member, source, *coupon, *pay, *keyed).await
+        }
+        &Op::CartPut {
+            member,
+            product,
+            quantity,
+        } => {
+            let p = product.index(model.products.len());
+            let path = format!(
+                "/users/{}/cart/items/{}",
+                model.members[member].id, model.products[p].id
+            );
+            let body = json!({ "quantity": quantity });
+            let call = model.member_request(member, Method::PUT, path, Some(body), None);
+            let answer = send(app, &call).await;
+            let what = if model.members[member].cart.contains_key(&p) {
+                "cart: change a quantity"
+            } else {
+                "cart: add a product"
+            };
+            answer.expect(200, None, what);
+            model.members[member].cart.insert(p, quantity);
+            assert_cart(model, member, &answer.body, "the PUT answer");
+        }
+        &Op::CartRemove { member, product } => {
+            let p = product.index(model.products.len());
+            let path = format!(
+                "/users/{}/cart/items/{}",
+                model.members[member].id, model.products[p].id
+            );
+            let call = model.member_request(member, Method::DELETE, path, None, None);
+            let answer = send(app, &call).await;
+            let what = if model.members[member].cart.remove(&p).is_some() {
+                "cart: remove a product"
+            } else {
+                "cart: remove a product not in it"
+            };
+            answer.expect(204, None, what);
+        }
+        &Op::CartClear { member } => {
+            let path = format!("/users/{}/cart", model.members[member].id);
+            let call = model.member_request(member, Method::DELETE, path, None, None);
+            let answer = send(app, &call).await;
+            answer.expect(204, None, "cart: clear");
+            model.members[member].cart.clear();
+        }
         &Op::Pay { order, keyed } => {
             if model.orders.is_empty() {
                 return;
@@ -623,7 +795,7 @@ async fn step(app: &TestApp, model: &mut Model, op: &Op) {
                     answer.expect(200, None, "pay");
                     assert_eq!(answer.body["status"], "PAID");
                     model.members[member].balance -= total;
-                    model.orders[o].status = Status::Paid;
+                    model.paid(o);
                 }
                 Status::Pending => {
                     answer.expect(402, Some("INSUFFICIENT_BALANCE"), "pay short");
@@ -744,23 +916,85 @@ async fn pay(app: &TestApp, model: &mut Model, o: usize, key: Option<String>) ->
     send_and_remember(app, model, call).await
 }
 
+/// An order's lines (product index, quantity), or the status, code and outcome of its refusal.
+type Planned = Result<Vec<(usize, i64)>, (u16, &'static str, &'static str)>;
+
+/// Where an order's lines come from.
+enum Source<'a> {
+    Items(&'a [(Index, i64)]),
+    /// From the cart: all of it, or only the chosen products.
+    Cart(Option<&'a [(bool, Index)]>),
+}
+
 async fn place(
     app: &TestApp,
     model: &mut Model,
     member: usize,
-    items: &[(Index, i64)],
+    source: Source<'_>,
     coupon: Option<CouponChoice>,
     pay: bool,
     keyed: bool,
 ) {
-    // Lines as the server sees them: merged per product, in ascending id (= creation order).
-    let mut merged: BTreeMap<usize, i64> = BTreeMap::new();
-    for (product, quantity) in items {
-        *merged
-            .entry(product.index(model.products.len()))
-            .or_default() += quantity;
-    }
-    let lines: Vec<(usize, i64)> = merged.into_iter().collect();
+    // Lines as the server sees them: merged per product, in ascending id (= creation order);
+    // or why the request is refused before any line is reserved.
+    let from_cart = matches!(source, Source::Cart(_));
+    let (mut body, lines): (Value, Planned) = match source {
+        Source::Items(items) => {
+            let mut merged: BTreeMap<usize, i64> = BTreeMap::new();
+            for (product, quantity) in items {
+                *merged
+                    .entry(product.index(model.products.len()))
+                    .or_default() += quantity;
+            }
+            let body = json!({
+                "items": items.iter().map(|(p, q)| json!({
+                    "productId": model.products[p.index(model.products.len())].id,
+                    "quantity": q,
+                })).collect::<Vec<_>>(),
+            });
+            (body, Ok(merged.into_iter().collect()))
+        }
+        Source::Cart(only) => {
+            let cart = &model.members[member].cart;
+            let in_cart: Vec<usize> = cart.keys().copied().collect();
+            let chosen: Option<Vec<usize>> = only.map(|only| {
+                only.iter()
+                    .map(|&(from_cart, index)| {
+                        if from_cart && !in_cart.is_empty() {
+                            in_cart[index.index(in_cart.len())]
+                        } else {
+                            index.index(model.products.len())
+                        }
+                    })
+                    .collect()
+            });
+            let mut body = json!({ "fromCart": true });
+            if let Some(chosen) = &chosen {
+                body["productIds"] = chosen
+                    .iter()
+                    .map(|&p| json!(model.products[p].id))
+                    .collect();
+            }
+            let lines = if cart.is_empty() {
+                Err((409, "CART_EMPTY", "cart order, cart empty"))
+            } else {
+                match &chosen {
+                    Some(chosen) if chosen.iter().any(|p| !cart.contains_key(p)) => Err((
+                        400,
+                        "VALIDATION_ERROR",
+                        "cart order naming a product not in the cart",
+                    )),
+                    Some(chosen) => Ok(cart
+                        .iter()
+                        .filter(|(p, _)| chosen.contains(p))
+                        .map(|(&p, &q)| (p, q))
+                        .collect()),
+                    None => Ok(cart.iter().map(|(&p, &q)| (p, q)).collect()),
+                }
+            };
+            (body, lines)
+        }
+    };
     let held: Vec<usize> = model
         .coupons
         .keys()
@@ -776,13 +1010,7 @@ async fn place(
         }
         _ => None,
     };
-    let mut body = json!({
-        "items": items.iter().map(|(p, q)| json!({
-            "productId": model.products[p.index(model.products.len())].id,
-            "quantity": q,
-        })).collect::<Vec<_>>(),
-        "pay": pay,
-    });
+    body["pay"] = json!(pay);
     if let Some(c) = campaign {
         body["couponId"] = json!(model.campaigns[c].id);
     }
@@ -790,6 +1018,10 @@ async fn place(
     let call = model.member_call(member, "/orders".into(), Some(body), key);
     let answer = send_and_remember(app, model, call).await;
 
+    let lines = match lines {
+        Ok(lines) => lines,
+        Err((status, code, what)) => return answer.expect(status, Some(code), what),
+    };
     if lines.iter().any(|&(p, _)| !model.products[p].on_sale) {
         return answer.expect(
             409,
@@ -830,6 +1062,10 @@ async fn place(
             (false, false) => "order to pay later",
         };
         answer.expect(201, None, what);
+        if from_cart {
+            count("  (of which from the cart)");
+        }
+        assert_eq!(answer.body["fromCart"], from_cart, "{}", answer.body);
         let expected = if paid { "PAID" } else { "PENDING" };
         assert_eq!(answer.body["status"], expected, "{}", answer.body);
         assert_eq!(
@@ -859,9 +1095,13 @@ async fn place(
         lines,
         total,
         coupon: campaign,
-        status: if paid { Status::Paid } else { Status::Pending },
+        status: Status::Pending,
         failed_payments: usize::from(pay && !paid),
+        from_cart,
     });
+    if paid {
+        model.paid(index);
+    }
 }
 
 async fn compare_balances_and_stock(app: &TestApp, model: &Model, n: usize, op: &Op) {
@@ -883,6 +1123,49 @@ async fn compare_balances_and_stock(app: &TestApp, model: &Model, n: usize, op: 
     }
 }
 
+/// The member's cart as `GET /users/{id}/cart` shows it matches the model: lines in ascending
+/// product id with current price and orderability, and the orderable total.
+fn assert_cart(model: &Model, member: usize, cart: &Value, when: &str) {
+    let m = &model.members[member];
+    let items: Vec<(i64, i64, i64, bool)> = cart["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a cart has items: {cart}"))
+        .iter()
+        .map(|i| {
+            (
+                i["productId"].as_i64().expect("productId"),
+                i["quantity"].as_i64().expect("quantity"),
+                i["price"].as_i64().expect("price"),
+                i["orderable"].as_bool().expect("orderable"),
+            )
+        })
+        .collect();
+    let expected: Vec<(i64, i64, i64, bool)> = m
+        .cart
+        .iter()
+        .map(|(&p, &q)| {
+            let p = &model.products[p];
+            (p.id, q, p.price, p.on_sale && p.stock >= q)
+        })
+        .collect();
+    assert_eq!(items, expected, "member {} cart {when}: {cart}", m.id);
+    let orderable: i64 = expected.iter().filter(|i| i.3).map(|i| i.1 * i.2).sum();
+    assert_eq!(
+        cart["orderableTotal"], orderable,
+        "member {} cart orderable total {when}",
+        m.id
+    );
+}
+
+async fn compare_cart(app: &TestApp, model: &Model, member: usize, when: &str) {
+    let m = &model.members[member];
+    let (status, cart) = app
+        .get(&format!("/users/{}/cart", m.id), Some(&m.token))
+        .await;
+    assert_eq!(status, 200, "{cart}");
+    assert_cart(model, member, &cart, when);
+}
+
 async fn compare_orders_and_coupons(app: &TestApp, model: &Model) {
     for o in &model.orders {
         let (status, order) = app
@@ -896,6 +1179,7 @@ async fn compare_orders_and_coupons(app: &TestApp, model: &Model) {
             o.id
         );
         assert_eq!(order["total"], o.total, "order {}", o.id);
+        assert_eq!(order["fromCart"], o.from_cart, "order {}", o.id);
         let payments = order["payments"].as_array().expect("payments");
         let count = |s: &str| payments.iter().filter(|p| p["status"] == s).count();
         assert_eq!(
