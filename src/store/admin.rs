@@ -7,7 +7,9 @@
 //!   or `orders_by_user_created` (migration 0007); `from`/`to` bound the trailing `created_at`.
 //!   Each filter combination is its own static statement, so no `$n IS NULL OR ...` term hides
 //!   the index from a generic plan;
-//! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`).
+//! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`); the
+//!   member name search reads a trigram index for a term of 3+ characters (migration 0011,
+//!   [`list_members`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
