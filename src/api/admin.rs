@@ -279,11 +279,11 @@ async fn admin_list_members(
                     format!("must be at most {MAX_QUERY_CHARS} characters"),
                 ));
             }
-            Some(store_admin::like_contains(q))
+            Some(store_admin::NameSearch::new(q))
         }
     };
     let mut conn = state.db.read().await?;
-    let rows = store_admin::list_members(&mut conn, pattern.as_deref(), page).await?;
+    let rows = store_admin::list_members(&mut conn, pattern.as_ref(), page).await?;
     let (rows, next_cursor) = page.finish(rows, |m| m.id);
     let items = rows
         .into_iter()

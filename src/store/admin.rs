@@ -7,12 +7,14 @@
 //!   or `orders_by_user_created` (migration 0007); `from`/`to` bound the trailing `created_at`.
 //!   Each filter combination is its own static statement, so no `$n IS NULL OR ...` term hides
 //!   the index from a generic plan;
-//! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`).
+//! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`); the
+//!   member name search reads a trigram index for a term of 3+ characters (migration 0011,
+//!   [`list_members`]).
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::db::{Handle, Tx};
+use crate::db::{Dialect, Handle, Raw, Tx};
 use crate::domain::order::OrderStatus;
 use crate::domain::pagination::Page;
 use crate::domain::product::ProductStatus;
@@ -98,6 +100,37 @@ crate::lite_row!(MemberRow {
     created_at
 });
 
+/// A member search term, as both indexes need it (docs/back-office.md, migration 0011).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameSearch {
+    /// `%term%` for `name_folded LIKE $n ESCAPE '\'` (see [`like_contains`]).
+    like: String,
+    /// The folded term as one quoted FTS5 phrase (SQLite's trigram table), `None` when the
+    /// term is shorter than a trigram.
+    phrase: Option<String>,
+}
+
+/// The shortest term a trigram index can answer; a shorter one walks the primary key.
+pub const MIN_INDEXED_CHARS: usize = 3;
+
+impl NameSearch {
+    pub fn new(term: &str) -> Self {
+        let phrase = (term.chars().count() >= MIN_INDEXED_CHARS).then(|| {
+            let folded = term.to_ascii_lowercase();
+            format!("\"{}\"", folded.replace('"', "\"\""))
+        });
+        NameSearch {
+            like: like_contains(term),
+            phrase,
+        }
+    }
+
+    /// Whether a trigram index answers this term (three characters or more).
+    pub fn indexed(&self) -> bool {
+        self.phrase.is_some()
+    }
+}
+
 /// Escape `%`, `_` and `\` so a search term matches literally inside a `LIKE ... ESCAPE '\'`.
 pub fn like_contains(term: &str) -> String {
     let mut out = String::with_capacity(term.len() + 2);
@@ -112,25 +145,60 @@ pub fn like_contains(term: &str) -> String {
     out
 }
 
-/// Members in id order; `pattern` (from [`like_contains`]) matches `name_folded`, the name with
-/// ASCII letters lowered at sign-up, so other letters compare exactly and both backends answer
-/// alike (SQLite's `LIKE` would fold ASCII anyway; PostgreSQL's is case-sensitive). The search
-/// walks the primary key from the cursor and stops after a page of matches: a term nobody
-/// matches reads the whole table (docs/benchmarks.md: why that is acceptable at 100,000).
+/// The name search over the primary key (and, on PostgreSQL, over `users_name_trgm`).
+pub const MEMBERS_LIKE: &str = "SELECT id, name, balance, created_at FROM users
+     WHERE id > $1 AND name_folded LIKE $3 ESCAPE '\\' ORDER BY id LIMIT $2";
+
+/// SQLite's name search through the FTS5 trigram table: the phrase picks the candidates in id
+/// order from the cursor on, and the `LIKE` on the member's row decides.
+pub const MEMBERS_FTS_SQLITE: &str = "SELECT u.id, u.name, u.balance, u.created_at
+     FROM users_name_search s JOIN users u ON u.id = s.rowid
+     WHERE users_name_search MATCH $4 AND s.rowid > $1 AND u.name_folded LIKE $3 ESCAPE '\\'
+     ORDER BY s.rowid LIMIT $2";
+
+/// Members in id order; a search matches `name_folded`, the name with ASCII letters lowered at
+/// sign-up, so other letters compare exactly and both backends answer alike (SQLite's `LIKE`
+/// would fold ASCII anyway; PostgreSQL's is case-sensitive).
+///
+/// A term of three characters or more is answered by a trigram index (migration 0011):
+/// - SQLite: the FTS5 table `users_name_search`, read in id order from the cursor, one
+///   candidate at a time, until a page of matches;
+/// - PostgreSQL: the planner chooses between `users_name_trgm` (a rare term: bitmap scan, then
+///   a sort of the few matches) and the primary key (a common term: a page of matches is
+///   near). The statement is sent unprepared, so it is planned with the term each time: a
+///   cached generic plan knows nothing of the term and walks the primary key for every term.
+///
+/// A shorter term walks the primary key from the cursor until a page of matches: at most the
+/// whole table for a rare one (docs/back-office.md).
 pub async fn list_members(
     h: &mut impl Handle,
-    pattern: Option<&str>,
+    search: Option<&NameSearch>,
     page: Page,
 ) -> AppResult<Vec<MemberRow>> {
     let after = page.after.unwrap_or(0);
-    let rows = match pattern {
-        None => sql_all!(MemberRow; h,
+    let limit = page.fetch_limit();
+    let rows = match (search, h.dialect()) {
+        (None, _) => sql_all!(MemberRow; h,
             "SELECT id, name, balance, created_at FROM users WHERE id > $1 ORDER BY id LIMIT $2",
-            after, page.fetch_limit())?,
-        Some(pattern) => sql_all!(MemberRow; h,
-            "SELECT id, name, balance, created_at FROM users
-             WHERE id > $1 AND name_folded LIKE $3 ESCAPE '\\' ORDER BY id LIMIT $2",
-            after, page.fetch_limit(), pattern)?,
+            after, limit)?,
+        (Some(s), Dialect::Sqlite) => match s.phrase.as_deref() {
+            Some(phrase) => {
+                sql_all!(MemberRow; h, MEMBERS_FTS_SQLITE, after, limit, s.like.as_str(), phrase)?
+            }
+            None => sql_all!(MemberRow; h, MEMBERS_LIKE, after, limit, s.like.as_str())?,
+        },
+        (Some(s), Dialect::Postgres) => match h.raw() {
+            Raw::Postgres(c) => {
+                sqlx::query_as::<_, MemberRow>(MEMBERS_LIKE)
+                    .bind(after)
+                    .bind(limit)
+                    .bind(s.like.as_str())
+                    .persistent(false)
+                    .fetch_all(c)
+                    .await?
+            }
+            _ => sql_all!(MemberRow; h, MEMBERS_LIKE, after, limit, s.like.as_str())?,
+        },
     };
     Ok(rows)
 }
@@ -248,5 +316,20 @@ mod tests {
         assert_eq!(like_contains("Kim"), "%kim%");
         assert_eq!(like_contains("50%_off\\"), "%50\\%\\_off\\\\%");
         assert_eq!(like_contains("민지"), "%민지%");
+    }
+
+    #[test]
+    fn terms_of_three_characters_or_more_go_to_the_trigram_index() {
+        let kim = NameSearch::new("KIM");
+        assert_eq!(kim.phrase.as_deref(), Some("\"kim\""));
+        assert_eq!(kim.like, "%kim%");
+        assert!(NameSearch::new("김민지").indexed());
+        assert!(!NameSearch::new("민지").indexed());
+        assert!(!NameSearch::new("ab").indexed());
+        // A double quote inside the FTS5 phrase is doubled; nothing else is special there.
+        assert_eq!(
+            NameSearch::new("a\"b*c").phrase.as_deref(),
+            Some("\"a\"\"b*c\"")
+        );
     }
 }

@@ -14,6 +14,8 @@ on_both_backends!(
     admin_orders_filter_and_page_newest_first,
     admin_list_filters_are_validated,
     admin_users_search_by_name_with_balance,
+    admin_users_search_through_the_trigram_index,
+    admin_users_search_plan_uses_the_trigram_index,
     admin_products_lists_every_status,
     admin_coupons_list_patch_and_close,
     member_rotates_token_old_one_refused_by_both_instances,
@@ -361,6 +363,136 @@ async fn admin_users_search_by_name_with_balance(backend: Backend) {
         walk(&app, "/admin/users?", 3).await,
         vec![minji, jisoo, lee, hangul]
     );
+}
+
+/// Terms of three characters or more are answered by the trigram index (FTS5 on SQLite,
+/// pg_trgm on PostgreSQL) with the same meaning as the scan: a case-insensitive (ASCII)
+/// substring, `%` and `_` literal, in id order, paged; a new member is found at once.
+async fn admin_users_search_through_the_trigram_index(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (minji, _) = app.member("Kim Minji").await;
+    let (minho, _) = app.member("Choi_Minho").await;
+    let (lee, _) = app.member("Lee 50%_off").await;
+    let (park, _) = app.member("Park 500").await;
+    let (hangul, _) = app.member("김민지").await;
+    let (quote, _) = app.member("Jung \"JJ\" Sun").await;
+
+    for (q, expected) in [
+        ("kim%20m", vec![minji]),    // start
+        ("MINJ", vec![minji]),       // middle, other case
+        ("inji", vec![minji]),       // end
+        ("mIn", vec![minji, minho]), // mixed case
+        ("minji", vec![minji]),
+        ("50%25", vec![lee]), // `%` literal: "Park 500" does not match
+        ("50%25_o", vec![lee]),
+        ("i_m", vec![minho]),                          // `_` literal
+        ("m_m", vec![]),                               // `_` would match the space of "Kim Minji"
+        ("%EA%B9%80%EB%AF%BC%EC%A7%80", vec![hangul]), // 김민지
+        ("%22jj%22", vec![quote]),                     // a double quote is not FTS5 syntax here
+        ("500", vec![park]),
+        ("zzz", vec![]),
+        ("Kim%20Minji%20and%20more", vec![]),
+    ] {
+        let (status, page) = app
+            .get(&format!("/admin/users?q={q}"), Some(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{q}: {page}");
+        assert_eq!(ids(&page), expected, "q={q}");
+    }
+    assert_eq!(
+        walk(&app, "/admin/users?q=MIN", 1).await,
+        vec![minji, minho]
+    );
+    // Created after the searches above: found at once, by the index and by a short term.
+    let (later, _) = app.member("Yoon Minseo").await;
+    assert_eq!(walk(&app, "/admin/users?q=minseo", 1).await, vec![later]);
+    assert_eq!(
+        walk(&app, "/admin/users?q=min", 2).await,
+        vec![minji, minho, later]
+    );
+    assert_eq!(walk(&app, "/admin/users?q=eo", 1).await, vec![later]);
+}
+
+/// The plan of a 3+ character search: SQLite reads the FTS5 trigram table; PostgreSQL (20,000
+/// members, analyzed, planned with the term as the server does) the `users_name_trgm` GIN
+/// index for a rare term, and the primary key for a term one member in five has.
+async fn admin_users_search_plan_uses_the_trigram_index(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let rare = shopd::store::admin::like_contains("member 4242");
+    let mut conn = app.db.read().await.unwrap();
+    match shopd::db::Handle::raw(&mut conn) {
+        shopd::db::Raw::Sqlite(c) => {
+            let sql = format!(
+                "EXPLAIN QUERY PLAN {}",
+                shopd::store::admin::MEMBERS_FTS_SQLITE
+            );
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(0_i64)
+                .bind(21_i64)
+                .bind(&rare)
+                .bind("\"member 4242\"")
+                .fetch_all(&mut *c)
+                .await
+                .unwrap();
+            let plan = rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join("\n");
+            assert!(plan.contains("SCAN s VIRTUAL TABLE INDEX"), "{plan}");
+            assert!(
+                plan.contains("SEARCH u USING INTEGER PRIMARY KEY"),
+                "{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+        }
+        shopd::db::Raw::Postgres(c) => {
+            sqlx::query(
+                "INSERT INTO users (name, name_folded, token_hash, balance, balance_updated_at, created_at)
+                 SELECT n, lower(n), 'seed-' || i, 0, now(), now()
+                 FROM (SELECT i, (CASE i % 5 WHEN 0 THEN 'Kim' ELSE 'Lee' END) || ' member ' || i AS n
+                       FROM generate_series(1, 20000) AS i) s",
+            )
+            .execute(&mut *c)
+            .await
+            .unwrap();
+            sqlx::query("ANALYZE users").execute(&mut *c).await.unwrap();
+            let explain = async |c: &mut sqlx::PgConnection, pattern: &str| -> String {
+                let sql = format!("EXPLAIN {}", shopd::store::admin::MEMBERS_LIKE);
+                let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                    .bind(0_i64)
+                    .bind(21_i64)
+                    .bind(pattern)
+                    .persistent(false)
+                    .fetch_all(c)
+                    .await
+                    .unwrap();
+                rows.join("\n")
+            };
+            let plan = explain(&mut *c, &rare).await;
+            assert!(
+                plan.contains("Bitmap Index Scan on users_name_trgm"),
+                "{plan}"
+            );
+            let plan = explain(&mut *c, &shopd::store::admin::like_contains("kim")).await;
+            assert!(plan.contains("Index Scan using users_pkey"), "{plan}");
+        }
+        shopd::db::Raw::Lite(_) => unreachable!("reads use the sqlx pool"),
+    }
+    drop(conn);
+    if backend == Backend::Postgres {
+        let (status, page) = app
+            .get("/admin/users?q=member%204242", Some(ADMIN_TOKEN))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let names: Vec<&str> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["Lee member 4242"], "{page}");
+    }
 }
 
 async fn admin_products_lists_every_status(backend: Backend) {

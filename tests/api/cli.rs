@@ -115,6 +115,7 @@ async fn fresh_database_url(
                 .execute(&pool)
                 .await
                 .expect("schema");
+            crate::helpers::ensure_pg_trgm(&pool).await;
             pool.close().await;
             let sep = if base.contains('?') { '&' } else { '?' };
             let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");

@@ -207,6 +207,7 @@ impl TestApp {
                     .execute(&admin)
                     .await
                     .expect("create schema");
+                ensure_pg_trgm(&admin).await;
                 admin.close().await;
                 let db = connect_pg_schema(&base_url, &schema, options).await;
                 (db, Storage::Postgres { base_url, schema })
@@ -625,4 +626,22 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     false
+}
+
+/// Install pg_trgm (migration 0011) into `public` before a test schema's migrations run: left
+/// to the migration, it would land in the first test schema, and dropping that schema would
+/// take the extension, and every other schema's trigram index, with it. Tests create it at the
+/// same time: losing that race is fine once the extension is there.
+pub async fn ensure_pg_trgm(admin: &sqlx::PgPool) {
+    let created = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public")
+        .execute(admin)
+        .await;
+    if let Err(err) = created {
+        let there: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM pg_extension WHERE extname = 'pg_trgm'")
+                .fetch_optional(admin)
+                .await
+                .expect("pg_extension");
+        assert!(there.is_some(), "CREATE EXTENSION pg_trgm: {err}");
+    }
 }
