@@ -121,7 +121,7 @@ FROM_TS="2000-01-01T00:00:00+00:00"
 if [ "$BACKEND" = sqlite ]; then
   FROM_TS=$(sqlite3 "$DB" "SELECT window_from FROM ranking_state")
   sqlite3 "$DB" "EXPLAIN QUERY PLAN INSERT INTO ranking_counted (order_id, paid_at, run)
-    SELECT o.id, o.paid_at, 99 FROM orders o WHERE o.status = 'PAID' AND o.paid_at >= '$FROM_TS'
+    SELECT o.id, o.paid_at, 99 FROM orders o WHERE o.paid_at >= '$FROM_TS'
     AND NOT EXISTS (SELECT 1 FROM ranking_counted c WHERE c.order_id = o.id);"
   sqlite3 "$DB" "EXPLAIN QUERY PLAN INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
     SELECT substr(c.paid_at, 1, 10), l.product_id, SUM(l.quantity), SUM(l.line_total)
@@ -135,7 +135,7 @@ else
   $PG <<SQL
 BEGIN;
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) INSERT INTO ranking_counted (order_id, paid_at, run)
-  SELECT o.id, o.paid_at, 99 FROM orders o WHERE o.status = 'PAID' AND o.paid_at >= '$FROM_TS'
+  SELECT o.id, o.paid_at, 99 FROM orders o WHERE o.paid_at >= '$FROM_TS'
   AND NOT EXISTS (SELECT 1 FROM ranking_counted c WHERE c.order_id = o.id);
 EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
   SELECT to_char(c.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), l.product_id, SUM(l.quantity), SUM(l.line_total)
