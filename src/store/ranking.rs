@@ -71,6 +71,33 @@ macro_rules! add_on_conflict {
     };
 }
 
+/// The statement that subtracts refunded units (and their revenue at the unit price) from the
+/// day their order was paid, over the refunds `$from` names and `$filter` keeps:
+/// `(SQLite, PostgreSQL)`, differing only in how a timestamp becomes its UTC day.
+macro_rules! subtract_refunds {
+    ($from:literal, $filter:literal) => {
+        (
+            concat!(
+                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+                 SELECT substr(o.paid_at, 1, 10), rl.product_id, -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+                $from,
+                refunded_units_of!($filter),
+                " GROUP BY substr(o.paid_at, 1, 10), rl.product_id",
+                add_on_conflict!()
+            ),
+            concat!(
+                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
+                 SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id,
+                        -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
+                $from,
+                refunded_units_of!($filter),
+                " GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id",
+                add_on_conflict!()
+            ),
+        )
+    };
+}
+
 /// How to run the job.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AggregateOptions {
@@ -288,25 +315,11 @@ async fn rebuild_settled_days(tx: &mut Tx, now: DateTime<Utc>) -> AppResult<Date
     // kept day's orders.
     let first = midnight(first_kept_day(now));
     if first < settled {
-        let subtract = tx.dialect().pick(
-            concat!(
-                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-                 SELECT substr(o.paid_at, 1, 10), rl.product_id, -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
-                " FROM refunds r",
-                refunded_units_of!("r.created_at >= $1 AND r.created_at < $2 AND o.paid_at >= $1 AND o.paid_at < $2"),
-                " GROUP BY substr(o.paid_at, 1, 10), rl.product_id",
-                add_on_conflict!()
-            ),
-            concat!(
-                "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-                 SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id,
-                        -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
-                " FROM refunds r",
-                refunded_units_of!("r.created_at >= $1 AND r.created_at < $2 AND o.paid_at >= $1 AND o.paid_at < $2"),
-                " GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id",
-                add_on_conflict!()
-            ),
+        let (lite, pg) = subtract_refunds!(
+            " FROM refunds r",
+            "r.created_at >= $1 AND r.created_at < $2 AND o.paid_at >= $1 AND o.paid_at < $2"
         );
+        let subtract = tx.dialect().pick(lite, pg);
         sql_execute!(tx, subtract, first, settled)
             .context("subtracting the settled days' refunds")?;
     }
@@ -335,25 +348,11 @@ async fn subtract_new_refunds(
     if counted == 0 {
         return Ok(0);
     }
-    let subtract = tx.dialect().pick(
-        concat!(
-            "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-             SELECT substr(o.paid_at, 1, 10), rl.product_id, -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
-            " FROM ranking_counted_refunds c JOIN refunds r ON r.id = c.refund_id",
-            refunded_units_of!("c.run = $1 AND o.paid_at >= $2"),
-            " GROUP BY substr(o.paid_at, 1, 10), rl.product_id",
-            add_on_conflict!()
-        ),
-        concat!(
-            "INSERT INTO product_sales_daily (day, product_id, quantity, revenue)
-             SELECT to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id,
-                    -SUM(rl.quantity), -SUM(rl.quantity * l.unit_price)",
-            " FROM ranking_counted_refunds c JOIN refunds r ON r.id = c.refund_id",
-            refunded_units_of!("c.run = $1 AND o.paid_at >= $2"),
-            " GROUP BY to_char(o.paid_at AT TIME ZONE 'UTC', 'YYYY-MM-DD'), rl.product_id",
-            add_on_conflict!()
-        ),
+    let (lite, pg) = subtract_refunds!(
+        " FROM ranking_counted_refunds c JOIN refunds r ON r.id = c.refund_id",
+        "c.run = $1 AND o.paid_at >= $2"
     );
+    let subtract = tx.dialect().pick(lite, pg);
     sql_execute!(tx, subtract, run, midnight(first_kept_day(now)))
         .context("subtracting new refunds from the aggregates")?;
     Ok(counted)
