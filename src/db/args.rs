@@ -7,18 +7,24 @@ use super::{Handle, Raw, lite};
 #[derive(Clone, Debug)]
 pub enum Arg {
     I64(i64),
+    OptI64(Option<i64>),
     Text(String),
     OptText(Option<String>),
+    Bool(bool),
     Time(chrono::DateTime<chrono::Utc>),
+    OptTime(Option<chrono::DateTime<chrono::Utc>>),
 }
 
 impl lite::Bind for Arg {
     fn value(&self) -> rusqlite::types::ToSqlOutput<'_> {
         match self {
             Arg::I64(v) => v.value(),
+            Arg::OptI64(v) => v.value(),
             Arg::Text(v) => v.value(),
             Arg::OptText(v) => v.value(),
+            Arg::Bool(v) => v.value(),
             Arg::Time(v) => v.value(),
+            Arg::OptTime(v) => v.value(),
         }
     }
 }
@@ -29,15 +35,19 @@ pub async fn execute_args(
     sql: &'static str,
     args: &[Arg],
 ) -> Result<u64, sqlx::Error> {
+    h.settle().await?;
     macro_rules! bind_all {
         ($q:expr) => {{
             let mut q = $q;
             for arg in args {
                 q = match arg {
                     Arg::I64(v) => q.bind(*v),
+                    Arg::OptI64(v) => q.bind(*v),
                     Arg::Text(v) => q.bind(v.as_str()),
                     Arg::OptText(v) => q.bind(v.as_deref()),
+                    Arg::Bool(v) => q.bind(*v),
                     Arg::Time(v) => q.bind(*v),
+                    Arg::OptTime(v) => q.bind(*v),
                 };
             }
             q

@@ -41,6 +41,7 @@ use tokio::sync::oneshot;
 
 use super::Tx;
 use super::lite::LiteConn;
+use super::work::PgBatch;
 
 /// A future that runs on the committer's own thread.
 pub type LocalFuture<'t, T> = Pin<Box<dyn Future<Output = T> + 't>>;
@@ -115,15 +116,10 @@ trait Job: Send {
     fn abandoned(&self) -> bool;
     fn locks(&self) -> &Locks;
     fn enqueued(&self) -> Instant;
-    /// Run the command in a savepoint opened by `prologue` (which also ends the previous
-    /// command's savepoint, saving a round trip). `Ok(true)` if the command succeeded (its
-    /// savepoint is still open), `Ok(false)` if it failed (its savepoint must be rolled back).
-    /// `Err` only when the transaction itself broke.
-    fn run<'t>(
-        &'t mut self,
-        tx: &'t mut Tx,
-        prologue: &'static str,
-    ) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
+    /// Run the command (its savepoint is opened by the committer). `Ok(true)` if the command
+    /// succeeded, `Ok(false)` if it failed (its savepoint must be rolled back). `Err` only
+    /// when the transaction itself broke.
+    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
     /// Answer the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: bool);
 }
@@ -149,13 +145,8 @@ impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E>
         self.enqueued
     }
 
-    fn run<'t>(
-        &'t mut self,
-        tx: &'t mut Tx,
-        prologue: &'static str,
-    ) -> LocalFuture<'t, Result<bool, sqlx::Error>> {
+    fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<bool, sqlx::Error>> {
         Box::pin(async move {
-            tx.raw_batch(prologue).await?;
             let Some(command) = self.command.take() else {
                 return Ok(true);
             };
@@ -518,7 +509,9 @@ async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<CommandEven
     let mut kept = CommandEvents::new();
     for job in batch.iter_mut() {
         take_command_events();
-        last_ok = job.run(tx, prologue).await?;
+        tx.begin_command(prologue).await?;
+        last_ok = job.run(tx).await?;
+        tx.end_command(last_ok);
         // A failed command's savepoint is rolled back, and its events with it.
         let written = take_command_events();
         if last_ok {
@@ -532,7 +525,7 @@ async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<CommandEven
     } else {
         "ROLLBACK TO SAVEPOINT cmd; COMMIT"
     };
-    let result = tx.raw_batch(epilogue).await;
+    let result = tx.end_batch(epilogue).await;
     if result.is_err() {
         // SQLite keeps a transaction whose COMMIT failed open: end it.
         let _ = tx.raw_batch("ROLLBACK").await;
@@ -662,7 +655,8 @@ fn postgres_committer(
                     }
                 },
             };
-            let mut tx = Tx::PgBatch(pg);
+            let (products, users) = declared_rows(&batch);
+            let mut tx = Tx::PgBatch(Box::new(PgBatch::new(pg, products, users, batch.len())));
             let result = async {
                 begin_and_lock(&mut tx, &batch).await?;
                 run_jobs_guarded(&mut tx, &mut batch, &handoff).await
@@ -674,8 +668,8 @@ fn postgres_committer(
                     tracing::error!(error = %err, "committer: batch failed; every caller of the batch gets 503");
                     // Leave the connection clean (or drop it if it is broken).
                     if tx.raw_batch("ROLLBACK").await.is_err() {
-                        if let Tx::PgBatch(c) = tx {
-                            let _ = c.close().await;
+                        if let Tx::PgBatch(b) = tx {
+                            let _ = b.conn.close().await;
                         }
                         answer(batch, false, started);
                         continue;
@@ -683,8 +677,8 @@ fn postgres_committer(
                     false
                 }
             };
-            if let Tx::PgBatch(c) = tx {
-                conn = Some(c);
+            if let Tx::PgBatch(b) = tx {
+                conn = Some(b.conn);
             }
             answer(batch, committed, started);
         }
@@ -717,6 +711,22 @@ async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx:
 
 fn is_deadlock(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
+}
+
+/// The products and members the batch declared, ascending: the unit of work loads them
+/// together on first use (`work.rs`).
+fn declared_rows(batch: &[Box<dyn Job>]) -> (Vec<i64>, Vec<i64>) {
+    let mut products = Vec::new();
+    let mut users = Vec::new();
+    for job in batch {
+        products.extend_from_slice(&job.locks().products);
+        users.extend_from_slice(&job.locks().users);
+    }
+    for ids in [&mut products, &mut users] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    (products, users)
 }
 
 /// `BEGIN` and the statements that lock every row the batch declared, table by table in one

@@ -9,12 +9,14 @@ mod args;
 pub mod committer;
 pub mod lite;
 mod macros;
+pub mod work;
 
 pub use args::{Arg, execute_args, multi_row};
 
 use committer::{Command, Committer, Target};
 pub use committer::{CommandError, CommitOptions, Locks};
 use lite::LiteConn;
+use work::PgBatch;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -93,8 +95,9 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
     /// A committer's batch on SQLite (rusqlite, on the committer's thread).
     Lite(LiteConn),
-    /// A committer's batch on PostgreSQL (its own connection; BEGIN/COMMIT by the committer).
-    PgBatch(PgConnection),
+    /// A committer's batch on PostgreSQL (its own connection; BEGIN/COMMIT by the committer),
+    /// with the batch's unit of work (`work.rs`).
+    PgBatch(Box<PgBatch>),
 }
 
 /// A pooled connection for reads outside a transaction.
@@ -114,6 +117,11 @@ pub enum Raw<'a> {
 pub trait Handle: Send {
     fn raw(&mut self) -> Raw<'_>;
     fn dialect(&self) -> Dialect;
+    /// Before a statement: a PostgreSQL committer batch writes what its commands left for the
+    /// flush and opens the command's savepoint (`work.rs`). Nothing to do anywhere else.
+    fn settle(&mut self) -> impl std::future::Future<Output = Result<(), sqlx::Error>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 impl Handle for Tx {
@@ -122,13 +130,19 @@ impl Handle for Tx {
             Tx::Sqlite(tx) => Raw::Sqlite(tx),
             Tx::Postgres(tx) => Raw::Postgres(tx),
             Tx::Lite(c) => Raw::Lite(c),
-            Tx::PgBatch(c) => Raw::Postgres(c),
+            Tx::PgBatch(b) => Raw::Postgres(&mut b.conn),
         }
     }
     fn dialect(&self) -> Dialect {
         match self {
             Tx::Sqlite(_) | Tx::Lite(_) => Dialect::Sqlite,
             Tx::Postgres(_) | Tx::PgBatch(_) => Dialect::Postgres,
+        }
+    }
+    async fn settle(&mut self) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::PgBatch(b) => b.settle().await,
+            _ => Ok(()),
         }
     }
 }
@@ -154,13 +168,14 @@ impl Tx {
             Tx::Sqlite(tx) => tx.commit().await,
             Tx::Postgres(tx) => tx.commit().await,
             Tx::Lite(mut c) => c.batch("COMMIT"),
-            Tx::PgBatch(mut c) => sqlx::query("COMMIT").execute(&mut c).await.map(|_| ()),
+            Tx::PgBatch(mut b) => b.commit().await,
         }
     }
 
     /// Open the savepoint nested in a command around an idempotent operation, so that a
     /// rejection can be undone while the key's stored answer is kept.
     pub async fn nested_savepoint(&mut self) -> Result<(), sqlx::Error> {
+        self.settle().await?;
         self.raw_batch("SAVEPOINT op").await
     }
 
@@ -172,7 +187,42 @@ impl Tx {
     /// Undo the nested operation's work (one round trip).
     pub async fn undo_nested(&mut self) -> Result<(), sqlx::Error> {
         self.raw_batch("ROLLBACK TO SAVEPOINT op; RELEASE SAVEPOINT op")
-            .await
+            .await?;
+        if let Tx::PgBatch(b) = self {
+            b.undo_nested();
+        }
+        Ok(())
+    }
+
+    /// Committer: a command starts. SQLite opens its savepoint with `prologue` (which also
+    /// ends the previous command's, in the same call); a PostgreSQL batch opens it lazily.
+    pub(crate) async fn begin_command(
+        &mut self,
+        prologue: &'static str,
+    ) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::PgBatch(b) => {
+                b.begin_command();
+                Ok(())
+            }
+            _ => self.raw_batch(prologue).await,
+        }
+    }
+
+    /// Committer: the command ended (`ok`: it keeps its work).
+    pub(crate) fn end_command(&mut self, ok: bool) {
+        if let Tx::PgBatch(b) = self {
+            b.end_command(ok);
+        }
+    }
+
+    /// Committer: end the batch's transaction; `epilogue` ends the last command's savepoint
+    /// and commits on SQLite.
+    pub(crate) async fn end_batch(&mut self, epilogue: &'static str) -> Result<(), sqlx::Error> {
+        match self {
+            Tx::PgBatch(b) => b.commit().await,
+            _ => self.raw_batch(epilogue).await,
+        }
     }
 
     /// Committer only: statements without parameters, several at once (one round trip on
@@ -180,7 +230,7 @@ impl Tx {
     pub(crate) async fn raw_batch(&mut self, sql: &'static str) -> Result<(), sqlx::Error> {
         match self {
             Tx::Lite(c) => c.batch(sql),
-            Tx::PgBatch(c) => sqlx::raw_sql(sql).execute(c).await.map(|_| ()),
+            Tx::PgBatch(b) => sqlx::raw_sql(sql).execute(&mut b.conn).await.map(|_| ()),
             Tx::Sqlite(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ()),
             Tx::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ()),
         }
@@ -190,8 +240,8 @@ impl Tx {
     pub(crate) async fn raw_batch_owned(&mut self, sql: String) -> Result<(), sqlx::Error> {
         match self {
             Tx::Lite(c) => c.batch(&sql),
-            Tx::PgBatch(c) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(c)
+            Tx::PgBatch(b) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(&mut b.conn)
                 .await
                 .map(|_| ()),
             Tx::Sqlite(tx) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

@@ -4,11 +4,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::db::{Handle, Tx};
+use crate::db::work::Table;
+use crate::db::{Arg, Handle, Tx};
 use crate::domain::money::{ChargeAmount, LedgerKind};
 use crate::domain::pagination::Page;
 use crate::error::{AppError, AppResult};
-use crate::{sql_all, sql_execute, sql_optional, sql_scalar_optional};
+use crate::{sql_all, sql_optional, sql_scalar_optional};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BalanceRow {
@@ -94,17 +95,19 @@ pub async fn append_ledger(
     order_id: Option<i64>,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
-    sql_execute!(
+    crate::db::work::insert(
         tx,
-        "INSERT INTO balance_ledger (user_id, kind, amount, balance_after, order_id, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        user_id,
-        kind.as_str(),
-        kind.signed(magnitude),
-        balance_after,
-        order_id,
-        now
-    )?;
+        Table::Ledger,
+        vec![vec![
+            Arg::I64(user_id),
+            Arg::Text(kind.as_str().to_string()),
+            Arg::I64(kind.signed(magnitude)),
+            Arg::I64(balance_after),
+            Arg::OptI64(order_id),
+            Arg::Time(now),
+        ]],
+    )
+    .await?;
     Ok(())
 }
 

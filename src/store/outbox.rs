@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::db::{Handle, Tx, committer};
+use crate::db::work::Table;
+use crate::db::{Arg, Handle, Tx, committer};
 use crate::error::AppResult;
 use crate::sql_execute;
 use crate::store::orders::{LineRow, OrderRow};
@@ -86,10 +87,22 @@ async fn enqueue(
     let lease_until = committer::handoff_lease(now);
     let id = event_id.to_string();
     let payload = payload.to_string();
-    sql_execute!(tx,
-        "INSERT INTO outbox_events (id, event_type, aggregate_id, payload, status, attempts, next_attempt_at, created_at, locked_until)
-         VALUES ($1, $2, $3, $4, 'PENDING', 0, $5, $5, $6)",
-        id.as_str(), event_type, order_id, payload.as_str(), now, lease_until)?;
+    crate::db::work::insert(
+        tx,
+        Table::Outbox,
+        vec![vec![
+            Arg::Text(id.clone()),
+            Arg::Text(event_type.to_string()),
+            Arg::I64(order_id),
+            Arg::Text(payload.clone()),
+            Arg::Text("PENDING".to_string()),
+            Arg::I64(0),
+            Arg::Time(now),
+            Arg::Time(now),
+            Arg::OptTime(lease_until),
+        ]],
+    )
+    .await?;
     committer::wrote_event(lease_until.map(|lease_until| committer::Written {
         id,
         event_type: event_type.to_string(),

@@ -6,7 +6,8 @@
 use chrono::{DateTime, Utc};
 
 use super::*;
-use crate::db::{Db, Handle, Locks, Tx};
+use crate::db::work::Table;
+use crate::db::{Arg, Db, Handle, Locks, Tx};
 use crate::store::outbox;
 use crate::{sql_all, sql_execute, sql_optional};
 
@@ -174,14 +175,17 @@ pub(super) async fn record_transition(
     reason: &str,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
-    sql_execute!(
+    crate::db::work::insert(
         tx,
-        "INSERT INTO order_status_history (order_id, from_status, to_status, reason, created_at) VALUES ($1, $2, $3, $4, $5)",
-        order_id,
-        from.map(OrderStatus::as_str),
-        to.as_str(),
-        reason,
-        now
-    )?;
+        Table::OrderHistory,
+        vec![vec![
+            Arg::I64(order_id),
+            Arg::OptText(from.map(|s| s.as_str().to_string())),
+            Arg::Text(to.as_str().to_string()),
+            Arg::Text(reason.to_string()),
+            Arg::Time(now),
+        ]],
+    )
+    .await?;
     Ok(())
 }

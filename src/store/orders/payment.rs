@@ -5,13 +5,34 @@ use chrono::{DateTime, Utc};
 
 use super::lifecycle::{close_order, lock_order, record_transition};
 use super::*;
-use crate::db::{Db, Locks, Tx};
+use crate::db::work::{self, Table};
+use crate::db::{Arg, Db, Locks, Tx};
 use crate::domain::money::LedgerKind;
 use crate::store::{balance, outbox};
 use crate::{sql_execute, sql_one, sql_scalar, sql_scalar_optional};
 
 /// Take `amount` from the member's balance if it covers it. The balance after, or `None`.
+/// A PostgreSQL batch takes it from the balance row it holds (`db::work`): no round trip.
 pub(super) async fn debit(
+    tx: &mut Tx,
+    user_id: i64,
+    amount: i64,
+    now: DateTime<Utc>,
+) -> AppResult<Option<i64>> {
+    if let Some(cached) = work::balance(tx, user_id).await? {
+        return Ok(match cached {
+            Some(balance) if balance >= amount => {
+                work::set_balance(tx, user_id, balance - amount, now);
+                Some(balance - amount)
+            }
+            _ => None,
+        });
+    }
+    debit_now(tx, user_id, amount, now).await
+}
+
+/// [`debit`] as one conditional UPDATE, for a command that goes on with other statements.
+async fn debit_now(
     tx: &mut Tx,
     user_id: i64,
     amount: i64,
@@ -29,12 +50,18 @@ pub(super) async fn record_failed(
     order: &OrderRow,
     now: DateTime<Utc>,
 ) -> AppResult<(Payment, PaymentRow)> {
-    let attempt = sql_one!(PaymentRow; tx,
-        "INSERT INTO payments (order_id, user_id, amount, status, failure_code, created_at)
-         VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)
-         RETURNING id, order_id, amount, status, failure_code, created_at",
-        order.id, order.user_id, order.total, now)?;
-    let balance: i64 = sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?;
+    let attempt = match work::new_id(tx, Table::Payments).await? {
+        Some(id) => insert_payment(tx, id, order, Some("INSUFFICIENT_BALANCE"), now).await?,
+        None => sql_one!(PaymentRow; tx,
+            "INSERT INTO payments (order_id, user_id, amount, status, failure_code, created_at)
+             VALUES ($1, $2, $3, 'FAILED', 'INSUFFICIENT_BALANCE', $4)
+             RETURNING id, order_id, amount, status, failure_code, created_at",
+            order.id, order.user_id, order.total, now)?,
+    };
+    let balance: i64 = match work::balance(tx, order.user_id).await? {
+        Some(Some(balance)) => balance,
+        _ => sql_scalar!(tx, "SELECT balance FROM users WHERE id = $1", order.user_id)?,
+    };
     let payment = Payment::InsufficientBalance {
         balance,
         total: order.total,
@@ -60,10 +87,13 @@ pub(super) async fn record_paid(
         now,
     )
     .await?;
-    let attempt = sql_one!(PaymentRow; tx,
-        "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)
-         RETURNING id, order_id, amount, status, failure_code, created_at",
-        order.id, order.user_id, order.total, now)?;
+    let attempt = match work::new_id(tx, Table::Payments).await? {
+        Some(id) => insert_payment(tx, id, order, None, now).await?,
+        None => sql_one!(PaymentRow; tx,
+            "INSERT INTO payments (order_id, user_id, amount, status, created_at) VALUES ($1, $2, $3, 'SUCCEEDED', $4)
+             RETURNING id, order_id, amount, status, failure_code, created_at",
+            order.id, order.user_id, order.total, now)?,
+    };
     if order.from_cart {
         sql_execute!(
             tx,
@@ -80,6 +110,45 @@ pub(super) async fn record_paid(
     Ok(attempt)
 }
 
+/// A payment row with an id taken in advance, left to the batch's flush: SUCCEEDED, or
+/// FAILED with `failure`.
+async fn insert_payment(
+    tx: &mut Tx,
+    id: i64,
+    order: &OrderRow,
+    failure: Option<&str>,
+    now: DateTime<Utc>,
+) -> AppResult<PaymentRow> {
+    let row = PaymentRow {
+        id,
+        order_id: order.id,
+        amount: order.total,
+        status: if failure.is_some() {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        }
+        .to_string(),
+        failure_code: failure.map(str::to_string),
+        created_at: now,
+    };
+    work::insert(
+        tx,
+        Table::Payments,
+        vec![vec![
+            Arg::I64(row.id),
+            Arg::I64(row.order_id),
+            Arg::I64(order.user_id),
+            Arg::I64(row.amount),
+            Arg::Text(row.status.clone()),
+            Arg::OptText(row.failure_code.clone()),
+            Arg::Time(row.created_at),
+        ]],
+    )
+    .await?;
+    Ok(row)
+}
+
 /// Pay a PENDING order whose row this transaction holds: debit (never below zero), PAID,
 /// ledger, payment, cart clean-up, outbox event — or a recorded FAILED attempt.
 /// `lines` are the order's lines (for the outbox payload); on success `order` is updated to PAID.
@@ -89,7 +158,7 @@ async fn settle(
     lines: &[LineRow],
     now: DateTime<Utc>,
 ) -> AppResult<(Payment, PaymentRow)> {
-    let Some(balance_after) = debit(tx, order.user_id, order.total, now).await? else {
+    let Some(balance_after) = debit_now(tx, order.user_id, order.total, now).await? else {
         return record_failed(tx, order, now).await;
     };
     let paid = sql_execute!(

@@ -6,6 +6,7 @@ use serde_json::json;
 
 use super::payment::{debit, record_failed, record_paid};
 use super::*;
+use crate::db::work::{self, Table};
 use crate::db::{Arg, Tx};
 use crate::domain::coupon::NotApplicable;
 use crate::domain::order::{PricingError, line_total, price_order};
@@ -41,11 +42,7 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
     // Reserve stock in ascending product id; status, price and stock are read under the row lock.
     let mut snapshot: Vec<(i64, String, i64, i64, i64)> = Vec::with_capacity(lines.lines().len());
     for (index, &(product_id, quantity)) in lines.lines().iter().enumerate() {
-        let reserved = sql_optional!(Reserved; tx,
-            "UPDATE products SET stock = stock - $1 WHERE id = $2 AND status = 'ON_SALE' AND stock >= $1
-             RETURNING name, price",
-            quantity, product_id)?;
-        let Some(r) = reserved else {
+        let Some(r) = reserve(tx, product_id, quantity).await? else {
             return Err(why_not_reservable(tx, &lines, index).await?);
         };
         let total =
@@ -80,13 +77,39 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
     } else {
         OrderStatus::Pending
     };
-    let mut order = sql_one!(OrderRow; tx,
-        concat!("INSERT INTO orders (user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id,
-                                     expires_at, created_at, updated_at, paid_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ", order_columns!()),
-        user_id, status.as_str(), from_cart, amounts.subtotal, amounts.discount, amounts.total,
-        user_coupon.as_ref().map(|c| c.id), user_coupon.as_ref().map(|c| c.coupon_id),
-        now + reservation_ttl, now, debited.map(|_| now))?;
+    let user_coupon_id = user_coupon.as_ref().map(|c| c.id);
+    let coupon_id = user_coupon.as_ref().map(|c| c.coupon_id);
+    let paid_at = debited.map(|_| now);
+    let mut order = match work::new_id(tx, Table::Orders).await? {
+        // A PostgreSQL batch: the row is written by the batch's flush.
+        Some(id) => {
+            let order = OrderRow {
+                id,
+                user_id,
+                status: status.as_str().to_string(),
+                from_cart,
+                subtotal: amounts.subtotal,
+                discount: amounts.discount,
+                total: amounts.total,
+                user_coupon_id,
+                coupon_id,
+                expires_at: now + reservation_ttl,
+                created_at: now,
+                updated_at: now,
+                paid_at,
+                confirmed_at: None,
+                refunded_amount: 0,
+            };
+            work::insert(tx, Table::Orders, vec![order_args(&order)]).await?;
+            order
+        }
+        None => sql_one!(OrderRow; tx,
+            concat!("INSERT INTO orders (user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id,
+                                         expires_at, created_at, updated_at, paid_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11) RETURNING ", order_columns!()),
+            user_id, status.as_str(), from_cart, amounts.subtotal, amounts.discount, amounts.total,
+            user_coupon_id, coupon_id, now + reservation_ttl, now, paid_at)?,
+    };
     let lines: Vec<LineRow> = snapshot
         .into_iter()
         .map(
@@ -164,46 +187,84 @@ pub async fn place_order(tx: &mut Tx, cmd: PlaceOrder) -> AppResult<Placed> {
     })
 }
 
-/// Lines of one order in one statement.
-pub(super) async fn insert_lines(tx: &mut Tx, lines: &[LineRow]) -> AppResult<()> {
-    let sql = crate::db::multi_row(
-        "INSERT INTO order_lines (order_id, product_id, name, unit_price, quantity, line_total)",
-        6,
-        lines.len(),
-    );
-    let mut args = Vec::with_capacity(lines.len() * 6);
-    for l in lines {
-        args.extend([
-            Arg::I64(l.order_id),
-            Arg::I64(l.product_id),
-            Arg::Text(l.name.clone()),
-            Arg::I64(l.unit_price),
-            Arg::I64(l.quantity),
-            Arg::I64(l.line_total),
-        ]);
+/// Take `quantity` of a product on sale, reading its name and price under the row lock;
+/// `None` if it is missing, not on sale or short. A PostgreSQL batch takes it from the rows it
+/// holds (`db::work`); elsewhere one conditional UPDATE carries the rule.
+async fn reserve(tx: &mut Tx, product_id: i64, quantity: i64) -> AppResult<Option<Reserved>> {
+    if let Some(cached) = work::product(tx, product_id).await? {
+        return Ok(match cached {
+            Some(p)
+                if ProductStatus::parse(&p.status) == Some(ProductStatus::OnSale)
+                    && p.stock >= quantity =>
+            {
+                work::set_stock(tx, product_id, p.stock - quantity);
+                Some(Reserved {
+                    name: p.name,
+                    price: p.price,
+                })
+            }
+            _ => None,
+        });
     }
-    crate::db::execute_args(tx, sql, &args).await?;
+    Ok(sql_optional!(Reserved; tx,
+        "UPDATE products SET stock = stock - $1 WHERE id = $2 AND status = 'ON_SALE' AND stock >= $1
+         RETURNING name, price",
+        quantity, product_id)?)
+}
+
+/// The values of an `orders` row written by a batch's flush (`Table::Orders`).
+fn order_args(o: &OrderRow) -> Vec<Arg> {
+    vec![
+        Arg::I64(o.id),
+        Arg::I64(o.user_id),
+        Arg::Text(o.status.clone()),
+        Arg::Bool(o.from_cart),
+        Arg::I64(o.subtotal),
+        Arg::I64(o.discount),
+        Arg::I64(o.total),
+        Arg::OptI64(o.user_coupon_id),
+        Arg::OptI64(o.coupon_id),
+        Arg::Time(o.expires_at),
+        Arg::Time(o.created_at),
+        Arg::Time(o.updated_at),
+        Arg::OptTime(o.paid_at),
+    ]
+}
+
+/// Lines of one order (one multi-row statement, or the batch's flush).
+pub(super) async fn insert_lines(tx: &mut Tx, lines: &[LineRow]) -> AppResult<()> {
+    let rows = lines
+        .iter()
+        .map(|l| {
+            vec![
+                Arg::I64(l.order_id),
+                Arg::I64(l.product_id),
+                Arg::Text(l.name.clone()),
+                Arg::I64(l.unit_price),
+                Arg::I64(l.quantity),
+                Arg::I64(l.line_total),
+            ]
+        })
+        .collect();
+    crate::db::work::insert(tx, Table::OrderLines, rows).await?;
     Ok(())
 }
 
-/// Status-history rows in one statement.
+/// Status-history rows (one multi-row statement, or the batch's flush).
 pub(super) async fn insert_history(tx: &mut Tx, rows: &[HistoryRow]) -> AppResult<()> {
-    let sql = crate::db::multi_row(
-        "INSERT INTO order_status_history (order_id, from_status, to_status, reason, created_at)",
-        5,
-        rows.len(),
-    );
-    let mut args = Vec::with_capacity(rows.len() * 5);
-    for h in rows {
-        args.extend([
-            Arg::I64(h.order_id),
-            Arg::OptText(h.from_status.clone()),
-            Arg::Text(h.to_status.clone()),
-            Arg::Text(h.reason.clone()),
-            Arg::Time(h.created_at),
-        ]);
-    }
-    crate::db::execute_args(tx, sql, &args).await?;
+    let rows = rows
+        .iter()
+        .map(|h| {
+            vec![
+                Arg::I64(h.order_id),
+                Arg::OptText(h.from_status.clone()),
+                Arg::Text(h.to_status.clone()),
+                Arg::Text(h.reason.clone()),
+                Arg::Time(h.created_at),
+            ]
+        })
+        .collect();
+    crate::db::work::insert(tx, Table::OrderHistory, rows).await?;
     Ok(())
 }
 
