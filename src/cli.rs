@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use crate::app::Application;
-use crate::config::{DatabaseSettings, LogFormat, Settings};
+use crate::config::{DatabaseSettings, LogFormat, RelayMode, Settings};
 use crate::db::Db;
 
 #[derive(Parser, Debug)]
@@ -185,7 +185,11 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         tracing::warn!("generated an admin token on this first start: printed once on stdout");
         println!("Admin token (shown once, stored hashed; keep it): {token}");
     }
-    if settings.data_platform_url.is_none() {
+    if settings.relay == RelayMode::Off {
+        tracing::info!(
+            "--relay off: this instance delivers no order events; another instance's relay claims them"
+        );
+    } else if settings.data_platform_url.is_none() {
         tracing::warn!("no --data-platform-url: order events will stay PENDING in the outbox");
     }
     log_startup(&settings, &app);
@@ -217,6 +221,7 @@ fn log_startup(s: &Settings, app: &Application) {
         outbox_max_attempts = s.outbox_max_attempts,
         outbox_backoff = %format!("{}..{}", duration(s.outbox_backoff_base), duration(s.outbox_backoff_max)),
         data_platform_timeout = %duration(s.data_platform_timeout),
+        relay = ?s.relay,
         request_timeout = %duration(s.request_timeout),
         body_limit = s.body_limit,
         max_balance = s.max_balance,
@@ -298,5 +303,26 @@ mod tests {
         assert_eq!(parse(&["--relay-concurrency", "4"]).ok(), Some(4));
         assert!(parse(&["--relay-concurrency", "0"]).is_err());
         assert!(parse(&["--relay-concurrency", "100000"]).is_err());
+    }
+
+    #[test]
+    fn the_relay_is_on_unless_turned_off() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["shopd", "serve"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).map(|cli| match cli.command {
+                Command::Serve(s) => Some(s.relay),
+                _ => None,
+            })
+        };
+        assert_eq!(parse(&[]).ok(), Some(Some(RelayMode::On)));
+        assert_eq!(
+            Settings::for_database("sqlite://x.db").relay,
+            RelayMode::On,
+            "the programmatic default matches the flag's"
+        );
+        assert_eq!(parse(&["--relay", "off"]).ok(), Some(Some(RelayMode::Off)));
+        assert_eq!(parse(&["--relay", "on"]).ok(), Some(Some(RelayMode::On)));
+        assert!(parse(&["--relay", "maybe"]).is_err());
     }
 }

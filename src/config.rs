@@ -13,6 +13,17 @@ pub enum LogFormat {
     Json,
 }
 
+/// Whether an instance runs the background outbox relay (`--relay`). With `off`, the events
+/// this instance writes are written unleased, so another instance's relay claims them at once
+/// (tests drive delivery themselves with `crate::relay::Relay::deliver_due`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RelayMode {
+    /// Deliver events (the default)
+    On,
+    /// Deliver none from this instance: another instance's relay claims its events
+    Off,
+}
+
 /// Where the database is and how to pool it (shared by every subcommand).
 #[derive(Args, Clone, Debug)]
 pub struct DatabaseSettings {
@@ -135,6 +146,11 @@ pub struct Settings {
     #[arg(long, env = "SHOPD_RELAY_CONCURRENCY", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub relay_concurrency: u32,
 
+    /// `off`: this instance runs no outbox relay; its events are left for another instance's
+    /// relay to claim (an API-only instance).
+    #[arg(long, env = "SHOPD_RELAY", value_enum, default_value = "on")]
+    pub relay: RelayMode,
+
     /// How long an unpaid order holds its stock and coupon.
     #[arg(long, env = "SHOPD_RESERVATION_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub reservation_ttl: Duration,
@@ -183,6 +199,7 @@ impl Settings {
             outbox_sweep_interval: Duration::from_secs(10),
             data_platform_timeout: Duration::from_secs(10),
             relay_concurrency: 16,
+            relay: RelayMode::On,
             reservation_ttl: Duration::from_secs(15 * 60),
             max_balance: 10_000_000,
             max_charge: 1_000_000,

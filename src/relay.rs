@@ -28,6 +28,11 @@
 //! Delivery is at-least-once: an outcome lost to a crash (or a failed recording) leaves the
 //! event leased, and it is sent again, with the same `shopd-event-id`, once the lease runs out.
 //! Receivers dedupe on that id.
+//!
+//! [`Relay::deliver_due`] is one pass of the same machinery without the background loops: it
+//! claims what is due at a given instant, sends it through the dispatcher and records the
+//! outcomes before it returns. Tests run it on an instance started with `--relay off`, instead
+//! of waiting for the background relay.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -74,6 +79,23 @@ enum Outcome {
         next: chrono::DateTime<Utc>,
         dead: bool,
     },
+}
+
+/// What one [`Relay::deliver_due`] pass did. Every claimed event is either sent (and counted
+/// once in `delivered`, `failed` or `dead`) or `unsent`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliveryReport {
+    /// Events claimed: PENDING, due, and not leased to another relay.
+    pub claimed: usize,
+    /// Answered 2xx; recorded DELIVERED.
+    pub delivered: usize,
+    /// Failed; recorded with the time of their next attempt.
+    pub failed: usize,
+    /// Failed for the last allowed time; recorded DEAD.
+    pub dead: usize,
+    /// Claimed, not sent: the lease could have run out during the request. Left leased, they
+    /// are claimed again once it has.
+    pub unsent: usize,
 }
 
 /// What one delivery attempt produced.
@@ -231,7 +253,7 @@ impl Relay {
                 },
             };
             let wanted = room.min(CLAIM_MAX);
-            let wait = match self.claim(wanted).await {
+            let wait = match self.claim(store::now(), wanted).await {
                 Ok(events) => {
                     let claimed = events.len();
                     for claimed in events {
@@ -334,13 +356,18 @@ impl Relay {
         (queue, handed)
     }
 
-    /// Claim up to `limit` due events, leased to this relay. On PostgreSQL the claim is a short
-    /// transaction of its own (`SKIP LOCKED` keeps it from waiting on anyone), committed without
-    /// waiting for the WAL flush: a claim lost in a crash only loses the lease, and the events
-    /// are claimed again. On SQLite it joins the committer's next batch (one writer).
-    async fn claim(&self, limit: usize) -> anyhow::Result<Vec<Claimed>> {
-        let now = store::now();
-        let lease_until = now + self.lease;
+    /// Claim up to `limit` events due at `now` (normally the current time), leased to this
+    /// relay. The lease runs from `now` or from the current time, whichever is later. On
+    /// PostgreSQL the claim is a short transaction of its own (`SKIP LOCKED` keeps it from
+    /// waiting on anyone), committed without waiting for the WAL flush: a claim lost in a crash
+    /// only loses the lease, and the events are claimed again. On SQLite it joins the
+    /// committer's next batch (one writer).
+    async fn claim(
+        &self,
+        now: chrono::DateTime<Utc>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Claimed>> {
+        let lease_until = now.max(store::now()) + self.lease;
         let limit = i64::try_from(limit)?;
         let db = &self.state().db;
         let events = match db.dialect() {
@@ -362,6 +389,82 @@ impl Relay {
             .into_iter()
             .map(|event| Claimed { event, lease_until })
             .collect())
+    }
+
+    /// One pass at the current time: see [`Relay::deliver_due`].
+    pub async fn deliver_pending(&self) -> anyhow::Result<DeliveryReport> {
+        self.deliver_due(store::now()).await
+    }
+
+    /// One delivery pass, without the background loops: claim every event due at `now` (its
+    /// attempt is due and no relay holds a lease on it), send each once through the dispatcher
+    /// (at most `--relay-concurrency` in flight), record the outcomes, and report. When it
+    /// returns, every outcome is recorded: a failure's next attempt is scheduled from the time
+    /// of the failure (SPEC §10 backoff), and an event at its last attempt is DEAD.
+    ///
+    /// `now` is normally the current time ([`Relay::deliver_pending`]); a later instant takes
+    /// the events whose retry or lease falls due by then, so a caller can step over a backoff
+    /// or a lease without waiting for it. An event is attempted at most once per pass, so a
+    /// pass ends even when the platform fails everything.
+    pub async fn deliver_due(&self, now: chrono::DateTime<Utc>) -> anyhow::Result<DeliveryReport> {
+        // Claimed events are leased to this pass: a later claim of the pass never takes them.
+        let mut events = Vec::new();
+        loop {
+            let batch = self.claim(now, CLAIM_MAX).await?;
+            let more = batch.len() == CLAIM_MAX;
+            events.extend(batch);
+            if !more {
+                break;
+            }
+        }
+        let claimed = events.len();
+        let (queue, queued) = mpsc::channel(claimed.max(1));
+        for event in events {
+            queue
+                .try_send(event)
+                .map_err(|_| anyhow::anyhow!("the pass's queue holds every claimed event"))?;
+        }
+        // Closed queues: the dispatcher stops once it has started a delivery of each event.
+        drop(queue);
+        let (_, handed) = mpsc::channel(1);
+        let (outcomes, mut recorded) = mpsc::unbounded_channel();
+        // Outcomes are recorded in batches as they come, as the background recorder does; a
+        // batch that cannot be recorded is left to its leases, and the pass fails.
+        let record = async {
+            let mut buffer = Vec::with_capacity(RECORD_MAX);
+            let mut counted = DeliveryReport::default();
+            let mut result = Ok(());
+            while recorded.recv_many(&mut buffer, RECORD_MAX).await > 0 {
+                for outcome in &buffer {
+                    match outcome {
+                        Outcome::Delivered { .. } => counted.delivered += 1,
+                        Outcome::Failed { dead: true, .. } => counted.dead += 1,
+                        Outcome::Failed { dead: false, .. } => counted.failed += 1,
+                    }
+                }
+                let batch = std::mem::take(&mut buffer);
+                if let Err(err) = record_batch(self.state(), batch).await {
+                    result = result.and(Err(err));
+                }
+            }
+            result.map(|()| counted)
+        };
+        let never = CancellationToken::new();
+        let (_, counted) =
+            tokio::join!(self.dispatch_loop(queued, handed, outcomes, &never), record);
+        let DeliveryReport {
+            delivered,
+            failed,
+            dead,
+            ..
+        } = counted?;
+        Ok(DeliveryReport {
+            delivered,
+            failed,
+            dead,
+            unsent: claimed.saturating_sub(delivered + failed + dead),
+            claimed,
+        })
     }
 
     /// Sleep no longer than the sweep interval, and no longer than until the next event can be
@@ -473,23 +576,32 @@ impl Sender {
 async fn record(state: AppState, mut outcomes: mpsc::UnboundedReceiver<Outcome>) {
     let mut buffer = Vec::with_capacity(RECORD_MAX);
     while outcomes.recv_many(&mut buffer, RECORD_MAX).await > 0 {
-        let batch = Arc::new(std::mem::take(&mut buffer));
+        let batch = std::mem::take(&mut buffer);
         let any_failed = batch.iter().any(|o| matches!(o, Outcome::Failed { .. }));
-        for attempt in 1..=RECORD_TRIES {
-            match write_outcomes(&state, batch.clone()).await {
-                Ok(()) => break,
-                Err(err) if attempt < RECORD_TRIES => {
-                    tracing::warn!(error = ?err, attempt, "recording outbox delivery attempts failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100) * attempt).await;
-                }
-                Err(err) => {
-                    // Their leases run out and they are sent again (same event ids).
-                    tracing::error!(error = ?err, events = batch.len(), "could not record outbox delivery attempts");
-                }
-            }
+        let events = batch.len();
+        if let Err(err) = record_batch(&state, batch).await {
+            // Their leases run out and they are sent again (same event ids).
+            tracing::error!(error = ?err, events, "could not record outbox delivery attempts");
         }
         if any_failed {
             state.outbox_wakeup.notify();
+        }
+    }
+}
+
+/// Record one batch of outcomes in one transaction, trying [`RECORD_TRIES`] times.
+async fn record_batch(state: &AppState, batch: Vec<Outcome>) -> anyhow::Result<()> {
+    let batch = Arc::new(batch);
+    let mut attempt = 1;
+    loop {
+        match write_outcomes(state, batch.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(err) if attempt < RECORD_TRIES => {
+                tracing::warn!(error = ?err, attempt, "recording outbox delivery attempts failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100) * attempt).await;
+                attempt += 1;
+            }
+            Err(err) => return Err(err),
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use anyhow::Context;
 
+use crate::config::RelayMode;
 use crate::db::{Locks, Tx};
 use crate::state::AppState;
 use crate::store;
@@ -25,7 +26,12 @@ impl Workers {
 
 pub fn spawn(state: AppState, shutdown: CancellationToken) -> Workers {
     let mut set = JoinSet::new();
-    match crate::relay::Relay::new(state.clone()) {
+    // `--relay off`: no relay here; this instance's events are claimed by another's.
+    let relay = match state.settings.relay {
+        RelayMode::On => crate::relay::Relay::new(state.clone()),
+        RelayMode::Off => Ok(None),
+    };
+    match relay {
         Ok(Some(relay)) => {
             set.spawn(relay.run(shutdown.clone()));
         }

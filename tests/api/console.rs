@@ -10,7 +10,7 @@ use serde_json::json;
 use shopd::mock_platform::MockConfig;
 
 use crate::browser::Browser;
-use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, eventually, mock_platform};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, mock_platform};
 
 async fn sqlite_app() -> TestApp {
     TestApp::spawn(Backend::Sqlite).await.expect("sqlite app")
@@ -397,8 +397,11 @@ async fn browser_replays_a_dead_event_once_the_platform_recovers() {
         ..MockConfig::default()
     })
     .await;
+    // The test delivers with passes of the relay (no background relay), each recorded when it
+    // returns; a pass 100 ms ahead of the clock finds the failed event due again.
     let app = TestApp::spawn_with(Backend::Sqlite, |s| {
         s.data_platform_url = Some(url);
+        s.relay = shopd::config::RelayMode::Off;
         s.outbox_backoff_base = Duration::from_millis(20);
         s.outbox_backoff_max = Duration::from_millis(100);
         s.outbox_max_attempts = 2;
@@ -408,16 +411,20 @@ async fn browser_replays_a_dead_event_once_the_platform_recovers() {
     let Some(browser) = Browser::open("outbox replay", &app.address).await else {
         return;
     };
+    let relay = app.relay();
     let (_, _, order_id) = paid_order(&app, "Yuna", 10_000, 5_000, 1).await;
-    let dead = || async {
-        let (_, page) = app
-            .get("/admin/outbox?status=DEAD", Some(ADMIN_TOKEN))
-            .await;
-        page["items"].as_array().map_or(0, Vec::len)
-    };
-    assert!(
-        eventually(10, || async { dead().await == 1 }).await,
-        "the event went DEAD"
+    let ahead = || shopd::store::now() + chrono::Duration::milliseconds(100);
+    let report = relay.deliver_due(ahead()).await.expect("relay pass");
+    assert_eq!((report.claimed, report.failed), (1, 1), "{report:?}");
+    let report = relay.deliver_due(ahead()).await.expect("relay pass");
+    assert_eq!((report.claimed, report.dead), (1, 1), "{report:?}");
+    let (_, dead) = app
+        .get("/admin/outbox?status=DEAD", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        dead["items"].as_array().map_or(0, Vec::len),
+        1,
+        "the event went DEAD: {dead}"
     );
 
     browser.sign_in(ADMIN_TOKEN).await;
@@ -439,8 +446,11 @@ async fn browser_replays_a_dead_event_once_the_platform_recovers() {
         .await;
     browser.wait_text("#notices", "replayed").await;
     browser.wait_text("#tile-dead", "0").await;
-    assert!(
-        eventually(10, || async { platform.stats().unique_events == 1 }).await,
+    let report = relay.deliver_pending().await.expect("relay pass");
+    assert_eq!((report.claimed, report.delivered), (1, 1), "{report:?}");
+    assert_eq!(
+        platform.stats().unique_events,
+        1,
         "delivered after the replay: {:?}",
         platform.stats()
     );

@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, eventually};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -66,13 +66,12 @@ async fn every_timestamp_has_microsecond_precision(backend: Backend) {
         .await;
     assert_eq!(status, StatusCode::CREATED, "{order}");
     let order_id = order["id"].as_i64().unwrap();
-    // The outbox event exists once the order is paid (no platform: it stays PENDING).
+    // The outbox event is written in the payment's transaction, committed before the answer
+    // (no platform: it stays PENDING).
+    let (_, page) = app.get("/admin/outbox", Some(ADMIN_TOKEN)).await;
     assert!(
-        eventually(5, || async {
-            let (_, page) = app.get("/admin/outbox", Some(ADMIN_TOKEN)).await;
-            page["items"].as_array().is_some_and(|i| !i.is_empty())
-        })
-        .await
+        page["items"].as_array().is_some_and(|i| !i.is_empty()),
+        "{page}"
     );
     let paths = [
         format!("/users/{id}"),

@@ -243,6 +243,15 @@ impl TestApp {
         self.state.as_ref().expect("a server this harness started")
     }
 
+    /// A relay of this server, for the test to run passes of itself
+    /// ([`shopd::relay::Relay::deliver_due`]: claim what is due, send, record, report). Spawn
+    /// the app with `relay = RelayMode::Off`, so no background relay delivers beside the test.
+    pub fn relay(&self) -> shopd::relay::Relay {
+        shopd::relay::Relay::new(self.state().clone())
+            .expect("a relay for these settings")
+            .expect("a data platform URL is configured")
+    }
+
     /// Another server instance on the same database (multi-instance races).
     pub async fn second_instance(&self) -> TestApp {
         self.instance_with(|_| {}).await

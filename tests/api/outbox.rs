@@ -1,4 +1,14 @@
-//! Delivery of ORDER_PAID events to the data platform (SPEC §10).
+//! Delivery of order events to the data platform (SPEC §10).
+//!
+//! Most tests drive the relay themselves: the app runs with `--relay off` (no background
+//! relay) and the test runs passes of its relay (`TestApp::relay`, `Relay::deliver_due`). A
+//! pass claims what is due, sends it and records the outcomes before it returns, so the test
+//! asserts final counts at once, with no polling; a pass at a later instant steps over a
+//! backoff or a lease instead of sleeping it out.
+//!
+//! Four tests run the background relay end to end on purpose and wait (bounded) for it, each
+//! saying why: the hand-off at commit, two live instances, a crash and restart, and a platform
+//! outage.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,9 +19,11 @@ use serde_json::{Value, json};
 use shopd::mock_platform::{MockConfig, MockPlatform};
 use tokio_util::sync::CancellationToken;
 
-use shopd::config::Settings;
-use shopd::db::{Db, DbOptions};
+use shopd::config::{RelayMode, Settings};
+use shopd::db::{Db, DbOptions, Locks, Tx};
+use shopd::relay::DeliveryReport;
 use shopd::sql_scalar;
+use shopd::store::{now, outbox};
 
 use crate::crash::{drop_scratch_database, scratch_database, start_with};
 use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code, eventually, mock_platform};
@@ -19,17 +31,43 @@ use crate::invariants::assert_invariants;
 use crate::on_both_backends;
 
 on_both_backends!(
+    // The test drives the relay.
     paid_orders_are_delivered_signed,
     a_flaky_platform_loses_nothing,
     a_dead_platform_leads_to_dead_events_that_can_be_replayed,
-    events_committed_before_a_crash_are_delivered_after_restart,
-    two_instances_deliver_every_event,
     any_2xx_is_delivered_and_requests_name_the_event,
     a_failed_delivery_waits_out_its_backoff,
     deliveries_in_flight_never_exceed_the_bound,
+    a_lease_keeps_an_event_from_other_relays_until_it_runs_out,
+    two_relays_racing_deliver_every_event_once,
+    // The background relay, end to end.
+    events_committed_before_a_crash_are_delivered_after_restart,
+    two_instances_deliver_every_event,
     a_platform_down_a_few_seconds_then_up_loses_nothing,
     committed_events_are_handed_over_without_a_claim,
 );
+
+/// A pass of `relay` at `now`, which must succeed.
+async fn pass_at(
+    relay: &shopd::relay::Relay,
+    now: chrono::DateTime<chrono::Utc>,
+) -> DeliveryReport {
+    relay.deliver_due(now).await.expect("a relay pass")
+}
+
+/// A pass of `relay` now.
+async fn pass(relay: &shopd::relay::Relay) -> DeliveryReport {
+    pass_at(relay, shopd::store::now()).await
+}
+
+/// What a pass reports when every one of `n` claimed events was delivered.
+fn delivered(n: usize) -> DeliveryReport {
+    DeliveryReport {
+        claimed: n,
+        delivered: n,
+        ..DeliveryReport::default()
+    }
+}
 
 /// SPEC §10 / issue #14, at full length: the platform down 30 s. Run with
 /// `cargo test --test api platform_down_30s -- --ignored` (about 40 s per backend).
@@ -59,6 +97,7 @@ async fn deliveries_in_flight_never_exceed_the_bound(backend: Backend) {
     .await;
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
+        s.relay = RelayMode::Off;
         s.relay_concurrency = 4;
     })
     .await
@@ -67,12 +106,9 @@ async fn deliveries_in_flight_never_exceed_the_bound(backend: Backend) {
     };
     let product = app.product("Mug", 1_000, 100).await;
     pay_orders(&app, product, 40).await;
-    assert!(
-        eventually(20, || async { platform.stats().unique_events == 40 }).await,
-        "{:?}",
-        platform.stats()
-    );
+    assert_eq!(pass(&app.relay()).await, delivered(40));
     let stats = platform.stats();
+    assert_eq!(stats.unique_events, 40, "{stats:?}");
     assert_eq!(
         stats.max_in_flight, 4,
         "40 due events, 4 slots: never more, and the slots were used: {stats:?}"
@@ -82,12 +118,7 @@ async fn deliveries_in_flight_never_exceed_the_bound(backend: Backend) {
         stats.connections <= 4,
         "connections kept alive and reused: {stats:?}"
     );
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 40
-        })
-        .await
-    );
+    assert_eq!(event_ids_by_status(&app, "DELIVERED").await.len(), 40);
 }
 
 async fn a_platform_down_a_few_seconds_then_up_loses_nothing(backend: Backend) {
@@ -97,6 +128,11 @@ async fn a_platform_down_a_few_seconds_then_up_loses_nothing(backend: Backend) {
 /// The platform is up, then down (connections refused) for `down` while orders keep being
 /// paid, then up again on the same address: every event arrives, none is DEAD, each order's
 /// event under one id (redeliveries, if any, carry that same id).
+///
+/// Live on purpose: the background relay recovers by itself, on its own clock (it sleeps until
+/// the next retry is due, is woken by recorded failures and new commits). It is the only test
+/// of those timers, so it waits for them (bounded: 10 s, then 20 s, for a few hundred ms of
+/// work).
 async fn platform_down_then_up(backend: Backend, down: Duration) {
     let platform = MockPlatform::new(MockConfig {
         secret: Some(SECRET.into()),
@@ -140,13 +176,17 @@ async fn platform_down_then_up(backend: Backend, down: Duration) {
             .collect()
     };
 
-    // Up: the first 20 arrive.
+    // Up: the first 20 arrive (and are recorded so).
     let mut orders = pay(&members[..20]).await;
     assert!(
-        eventually(10, || async { platform.stats().unique_events == 20 }).await,
+        eventually(10, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 20
+        })
+        .await,
         "{:?}",
         platform.stats()
     );
+    assert_eq!(platform.stats().unique_events, 20);
 
     // Down: orders keep coming for the whole outage; their deliveries fail and back off.
     up.cancel();
@@ -177,17 +217,17 @@ async fn platform_down_then_up(backend: Backend, down: Duration) {
     let listener = shopd::mock_platform::bind(addr).expect("rebind the platform's address");
     tokio::spawn(platform.clone().serve(listener, CancellationToken::new()));
     orders.extend(pay(&members[40..]).await);
+    // Recorded DELIVERED comes after the platform's answer: once all 60 are, no relay sends
+    // any of them again, and the counts below are final.
     assert!(
-        eventually(20, || async { platform.stats().unique_events == 60 }).await,
+        eventually(20, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 60
+        })
+        .await,
         "{:?}",
         platform.stats()
     );
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 60
-        })
-        .await
-    );
+    assert_eq!(platform.stats().unique_events, 60);
     assert!(event_ids_by_status(&app, "DEAD").await.is_empty());
     assert!(event_ids_by_status(&app, "PENDING").await.is_empty());
 
@@ -268,8 +308,10 @@ async fn the_mock_platform_counts_events_by_type() {
     assert_eq!(platform.stats().by_type.len(), 4);
 }
 
-/// After a failed attempt the event is not retried before its backoff (base 2 s, jitter keeps
-/// at least half), and `nextAttemptAt` says when it will be.
+/// After a failed attempt the event is not retried before its backoff (base 2 s doubling,
+/// jitter keeps at least half), and `nextAttemptAt` says when it will be. Passes at pinned
+/// instants step over the backoff instead of sleeping: one just before `nextAttemptAt` takes
+/// nothing, one just after retries it.
 async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
     let (platform, url) = mock_platform(MockConfig {
         fail_rate: 1.0,
@@ -278,9 +320,9 @@ async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
     .await;
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
+        s.relay = RelayMode::Off;
         s.outbox_backoff_base = Duration::from_secs(2);
         s.outbox_backoff_max = Duration::from_secs(10);
-        s.outbox_sweep_interval = Duration::from_millis(50);
     })
     .await
     else {
@@ -288,33 +330,64 @@ async fn a_failed_delivery_waits_out_its_backoff(backend: Backend) {
     };
     let product = app.product("Mug", 1_000, 100).await;
     pay_orders(&app, product, 1).await;
-    assert!(eventually(10, || async { platform.stats().failed_on_purpose >= 1 }).await);
-    let failed_at = chrono::Utc::now();
-    // The outcome is recorded off the delivery path, a moment after the platform answered.
+    let relay = app.relay();
     let pending = || async {
         let (_, page) = app
             .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
             .await;
-        page["items"][0].clone()
+        let event = page["items"][0].clone();
+        let next: chrono::DateTime<chrono::Utc> = event["nextAttemptAt"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .expect("nextAttemptAt");
+        (event, next)
     };
-    assert!(eventually(5, || async { pending().await["attempts"] == 1 }).await);
-    let event = &pending().await;
+    let ms = chrono::Duration::milliseconds;
+    let failed = DeliveryReport {
+        claimed: 1,
+        failed: 1,
+        ..DeliveryReport::default()
+    };
+
+    // First failure: the retry is 1-2 s after it (half the base at least, the base at most).
+    let before = now();
+    assert_eq!(pass(&relay).await, failed);
+    let after = now();
+    let (event, next) = pending().await;
     assert_eq!(event["attempts"], 1, "{event}");
-    let next: chrono::DateTime<chrono::Utc> = event["nextAttemptAt"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .expect("nextAttemptAt");
     assert!(
-        next - failed_at >= chrono::Duration::milliseconds(700),
-        "the retry is scheduled at least half the base away: {event}"
+        next >= before + ms(1_000) && next <= after + ms(2_000),
+        "the retry is scheduled between half the base and the base away: {event}"
     );
-    // The relay sweeps every 50 ms, yet does not retry before the backoff.
-    tokio::time::sleep(Duration::from_millis(600)).await;
+
+    // Not retried inside the backoff, even a millisecond before it ends.
+    assert_eq!(pass(&relay).await, DeliveryReport::default());
+    assert_eq!(
+        pass_at(&relay, next - ms(1)).await,
+        DeliveryReport::default()
+    );
     assert_eq!(
         platform.stats().failed_on_purpose,
         1,
         "no retry inside the backoff"
     );
+
+    // Retried once it is due; the next delay doubles (2-4 s from the second failure).
+    let before = now();
+    assert_eq!(pass_at(&relay, next + ms(1)).await, failed);
+    let after = now();
+    assert_eq!(platform.stats().failed_on_purpose, 2);
+    let (event, second) = pending().await;
+    assert_eq!(event["attempts"], 2, "{event}");
+    assert!(
+        second >= before + ms(2_000) && second <= after + ms(4_000),
+        "the second retry waits twice as long: {event}"
+    );
+    assert_eq!(
+        pass_at(&relay, second - ms(1)).await,
+        DeliveryReport::default()
+    );
+    assert_eq!(platform.stats().failed_on_purpose, 2);
 }
 
 const SECRET: &str = "whsec_test";
@@ -363,6 +436,7 @@ async fn paid_orders_are_delivered_signed(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
         s.data_platform_secret = Some(SECRET.into());
+        s.relay = RelayMode::Off;
     })
     .await
     else {
@@ -370,12 +444,10 @@ async fn paid_orders_are_delivered_signed(backend: Backend) {
     };
     let product = app.product("Mug", 1_000, 100).await;
     let orders = pay_orders(&app, product, 10).await;
-    assert!(
-        eventually(10, || async { platform.stats().unique_events == 10 }).await,
-        "{:?}",
-        platform.stats()
-    );
+    let relay = app.relay();
+    assert_eq!(pass(&relay).await, delivered(10));
     let stats = platform.stats();
+    assert_eq!(stats.unique_events, 10, "{stats:?}");
     assert_eq!((stats.bad_signatures, stats.malformed), (0, 0));
 
     // Each event is the order's ORDER_PAID payload, and the outbox knows it was delivered.
@@ -391,19 +463,18 @@ async fn paid_orders_are_delivered_signed(backend: Backend) {
     let event: &Value = &platform.events()[0];
     assert_eq!(event["type"], "ORDER_PAID");
     assert_eq!(event["order"]["status"], "PAID");
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 10
-        })
-        .await
-    );
     let ids: Vec<String> = platform
         .events()
         .iter()
         .map(|e| e["eventId"].as_str().unwrap().to_string())
         .collect();
-    let delivered = event_ids_by_status(&app, "DELIVERED").await;
-    assert!(ids.iter().all(|id| delivered.contains(id)));
+    let delivered_ids = event_ids_by_status(&app, "DELIVERED").await;
+    assert_eq!(delivered_ids.len(), 10);
+    assert!(ids.iter().all(|id| delivered_ids.contains(id)));
+    // Delivered events are never sent again, however late the next pass.
+    let tomorrow = now() + chrono::Duration::days(1);
+    assert_eq!(pass_at(&relay, tomorrow).await, DeliveryReport::default());
+    assert_eq!(platform.stats().requests, 10);
     assert_invariants(&app).await;
 }
 
@@ -414,11 +485,13 @@ async fn a_flaky_platform_loses_nothing(backend: Backend) {
         ..MockConfig::default()
     })
     .await;
+    let backoff_max = Duration::from_millis(100);
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
         s.data_platform_secret = Some(SECRET.into());
+        s.relay = RelayMode::Off;
         s.outbox_backoff_base = Duration::from_millis(10);
-        s.outbox_backoff_max = Duration::from_millis(100);
+        s.outbox_backoff_max = backoff_max;
         s.outbox_max_attempts = 60;
     })
     .await
@@ -427,22 +500,47 @@ async fn a_flaky_platform_loses_nothing(backend: Backend) {
     };
     let product = app.product("Mug", 1_000, 100).await;
     pay_orders(&app, product, 20).await;
+    // Passes one longest backoff ahead of the clock: every event that failed is due again, so
+    // each pass attempts each undelivered event once, until none is left.
+    let relay = app.relay();
+    let ahead = chrono::Duration::from_std(backoff_max).unwrap();
+    let mut total = DeliveryReport::default();
+    let mut passes = 0;
+    loop {
+        let report = pass_at(&relay, now() + ahead).await;
+        if report.claimed == 0 {
+            break;
+        }
+        passes += 1;
+        assert!(
+            passes <= 60,
+            "at most one pass per allowed attempt: {total:?}"
+        );
+        assert_eq!(report.unsent, 0, "{report:?}");
+        total.claimed += report.claimed;
+        total.delivered += report.delivered;
+        total.failed += report.failed;
+        total.dead += report.dead;
+    }
+    assert_eq!((total.delivered, total.dead), (20, 0), "{total:?}");
+    let stats = platform.stats();
+    assert_eq!(stats.unique_events, 20, "{stats:?}");
     assert!(
-        eventually(20, || async { platform.stats().unique_events == 20 }).await,
-        "{:?}",
-        platform.stats()
-    );
-    assert!(
-        platform.stats().failed_on_purpose > 0,
+        stats.failed_on_purpose > 0,
         "the platform did fail sometimes"
     );
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 20
-        })
-        .await
+    assert_eq!(
+        stats.failed_on_purpose as usize, total.failed,
+        "every failure was recorded and retried: {stats:?}"
     );
+    assert_eq!(
+        (stats.duplicates, stats.requests),
+        (0, stats.unique_events + stats.failed_on_purpose),
+        "no event sent again once delivered: {stats:?}"
+    );
+    assert_eq!(event_ids_by_status(&app, "DELIVERED").await.len(), 20);
     assert!(event_ids_by_status(&app, "DEAD").await.is_empty());
+    assert!(event_ids_by_status(&app, "PENDING").await.is_empty());
 }
 
 async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Backend) {
@@ -453,6 +551,7 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
     .await;
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
+        s.relay = RelayMode::Off;
         s.outbox_backoff_base = Duration::from_millis(20);
         s.outbox_backoff_max = Duration::from_millis(200);
         s.outbox_max_attempts = 4;
@@ -463,12 +562,26 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
     };
     let product = app.product("Mug", 1_000, 100).await;
     pay_orders(&app, product, 3).await;
-    assert!(
-        eventually(10, || async {
-            event_ids_by_status(&app, "DEAD").await.len() == 3
-        })
-        .await
-    );
+    // Each pass one longest backoff ahead of the clock: every failed event is due again.
+    let relay = app.relay();
+    let ahead = || now() + chrono::Duration::milliseconds(200);
+    for attempt in 1..=4 {
+        let expected = DeliveryReport {
+            claimed: 3,
+            failed: if attempt < 4 { 3 } else { 0 },
+            dead: if attempt < 4 { 0 } else { 3 },
+            ..DeliveryReport::default()
+        };
+        assert_eq!(
+            pass_at(&relay, ahead()).await,
+            expected,
+            "attempt {attempt}"
+        );
+    }
+    // DEAD events are never claimed again, however late.
+    let tomorrow = now() + chrono::Duration::days(1);
+    assert_eq!(pass_at(&relay, tomorrow).await, DeliveryReport::default());
+    assert_eq!(event_ids_by_status(&app, "DEAD").await.len(), 3);
     let (_, dead) = app
         .get("/admin/outbox?status=DEAD", Some(ADMIN_TOKEN))
         .await;
@@ -497,18 +610,11 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
             (StatusCode::OK, Some("PENDING"), Some(0))
         );
     }
-    assert!(
-        eventually(10, || async { platform.stats().unique_events == 3 }).await,
-        "{:?}",
-        platform.stats()
-    );
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 3
-        })
-        .await
-    );
+    // Replayed events are due at once.
+    assert_eq!(pass(&relay).await, delivered(3));
+    assert_eq!(platform.stats().unique_events, 3, "{:?}", platform.stats());
     let delivered = event_ids_by_status(&app, "DELIVERED").await;
+    assert_eq!(delivered.len(), 3);
     let (status, err) = app
         .post(
             &format!("/admin/outbox/{}/retry", delivered[0]),
@@ -544,6 +650,12 @@ async fn a_dead_platform_leads_to_dead_events_that_can_be_replayed(backend: Back
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
 
+/// Live on purpose: a real `shopd serve` is SIGKILLed with deliveries in flight, and the
+/// restarted one's background relay must find them by itself, when their leases run out (the
+/// sweep, SPEC §10). So it waits twice: for the first life to have the deliveries in flight,
+/// and for the second to have delivered them (bounded: 10 s and 15 s, for a 3 s lease).
+/// `a_lease_keeps_an_event_from_other_relays_until_it_runs_out` checks the lease itself
+/// without waiting.
 async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Backend) {
     // First life: a child `shopd serve` whose platform hangs, so the paid orders' events are
     // committed and claimed (leased, in flight) when the process is SIGKILLed.
@@ -606,10 +718,14 @@ async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Ba
     .await;
     let restarted = TestApp::external(server.address.clone(), db.clone(), settings);
     assert!(
-        eventually(15, || async { platform.stats().unique_events == 5 }).await,
+        eventually(15, || async {
+            event_ids_by_status(&restarted, "DELIVERED").await.len() == 5
+        })
+        .await,
         "{:?}",
         platform.stats()
     );
+    assert_eq!(platform.stats().unique_events, 5);
     let mut received: Vec<i64> = platform
         .events()
         .iter()
@@ -619,12 +735,6 @@ async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Ba
     let mut expected = orders;
     expected.sort_unstable();
     assert_eq!(received, expected);
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&restarted, "DELIVERED").await.len() == 5
-        })
-        .await
-    );
     assert_eq!(platform.stats().duplicates, 0, "{:?}", platform.stats());
     assert_invariants(&restarted).await;
     drop(server);
@@ -634,6 +744,9 @@ async fn events_committed_before_a_crash_are_delivered_after_restart(backend: Ba
 
 /// The normal path has no claim: an event committed by this process is handed to its relay
 /// in memory and sent at once. (A child process, so that its metrics are its own.)
+///
+/// Live on purpose: the hand-off is the background relay's; a test-driven pass only claims. It
+/// waits for the five deliveries (bounded: 10 s; they take milliseconds).
 async fn committed_events_are_handed_over_without_a_claim(backend: Backend) {
     let (platform, platform_url) = mock_platform(MockConfig::default()).await;
     let scratch = tempfile::tempdir().expect("temp dir");
@@ -660,11 +773,16 @@ async fn committed_events_are_handed_over_without_a_claim(backend: Backend) {
     let app = TestApp::external(server.address.clone(), db.clone(), settings);
     let product = app.product("Mug", 1_000, 100).await;
     let orders = pay_orders(&app, product, 5).await;
+    // Recorded DELIVERED comes after the platform's answer and the metrics' counts.
     assert!(
-        eventually(10, || async { platform.stats().unique_events == 5 }).await,
+        eventually(10, || async {
+            event_ids_by_status(&app, "DELIVERED").await.len() == 5
+        })
+        .await,
         "{:?}",
         platform.stats()
     );
+    assert_eq!(platform.stats().unique_events, 5);
     let mut received: Vec<i64> = platform
         .events()
         .iter()
@@ -688,12 +806,6 @@ async fn committed_events_are_handed_over_without_a_claim(backend: Backend) {
     };
     assert_eq!(taken("handoff"), 5.0, "{metrics}");
     assert_eq!(taken("claim"), 0.0, "no event was claimed: {metrics}");
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 5
-        })
-        .await
-    );
     assert_eq!(platform.stats().duplicates, 0, "{:?}", platform.stats());
     assert_invariants(&app).await;
     drop(server);
@@ -701,6 +813,10 @@ async fn committed_events_are_handed_over_without_a_claim(backend: Backend) {
     drop_scratch_database(pg).await;
 }
 
+/// Live on purpose: two instances' background relays at once, each handed its own instance's
+/// events at commit and claiming whatever else is due, must never both send one event.
+/// `two_relays_racing_deliver_every_event_once` races claims without waiting; this one waits
+/// for the live relays (bounded: 15 s, for a second of deliveries).
 async fn two_instances_deliver_every_event(backend: Backend) {
     // A slow platform (but well within the delivery timeout, so no lease expires): deliveries of
     // both instances overlap, and an event claimed by both would reach it twice.
@@ -730,19 +846,17 @@ async fn two_instances_deliver_every_event(backend: Backend) {
     }))
     .await;
     assert!(results.iter().all(|(s, _)| *s == StatusCode::CREATED));
+    // Once all are recorded DELIVERED no relay can claim any again: the counts are final.
     assert!(
-        eventually(15, || async { platform.stats().unique_events == 40 }).await,
+        eventually(15, || async {
+            event_ids_by_status(&first, "DELIVERED").await.len() == 40
+        })
+        .await,
         "{:?}",
         platform.stats()
     );
-    // Once all are recorded DELIVERED no relay can claim any again: the counts are final.
-    assert!(
-        eventually(5, || async {
-            event_ids_by_status(&first, "DELIVERED").await.len() == 40
-        })
-        .await
-    );
     let stats = platform.stats();
+    assert_eq!(stats.unique_events, 40, "{stats:?}");
     assert_eq!(stats.duplicates, 0, "no event sent twice: {stats:?}");
     assert_eq!(
         stats.requests, stats.unique_events,
@@ -781,9 +895,7 @@ async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
 
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
-        // A 202 taken for a failure would be retried after 10 ms, and seen again.
-        s.outbox_backoff_base = Duration::from_millis(10);
-        s.outbox_backoff_max = Duration::from_millis(10);
+        s.relay = RelayMode::Off;
     })
     .await
     else {
@@ -791,25 +903,22 @@ async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
     };
     let product = app.product("Mug", 1_000, 100).await;
     pay_orders(&app, product, 3).await;
-    assert!(
-        eventually(10, || async {
-            event_ids_by_status(&app, "DELIVERED").await.len() == 3
-        })
-        .await,
-        "202 counts as delivered"
-    );
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let relay = app.relay();
+    assert_eq!(pass(&relay).await, delivered(3), "202 counts as delivered");
+    // A 202 taken for a failure would be due again within the backoff maximum (5 min).
+    let tomorrow = now() + chrono::Duration::days(1);
+    assert_eq!(pass_at(&relay, tomorrow).await, DeliveryReport::default());
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
         seen.len(),
         3,
         "one request per event, no retry of a 202: {seen:?}"
     );
-    let mut delivered = event_ids_by_status(&app, "DELIVERED").await;
-    delivered.sort();
+    let mut delivered_ids = event_ids_by_status(&app, "DELIVERED").await;
+    delivered_ids.sort();
     let mut ids: Vec<String> = seen.iter().map(|(id, _, _)| id.clone()).collect();
     ids.sort();
-    assert_eq!(ids, delivered, "shopd-event-id names the event");
+    assert_eq!(ids, delivered_ids, "shopd-event-id names the event");
     for (id, event_type, body) in &seen {
         assert_eq!(event_type, "ORDER_PAID", "shopd-event-type");
         let payload: Value = serde_json::from_str(body).unwrap();
@@ -820,4 +929,107 @@ async fn any_2xx_is_delivered_and_requests_name_the_event(backend: Backend) {
         assert_eq!(payload["order"]["subtotal"], 1_000, "{payload}");
         assert_eq!(payload["order"]["total"], 1_000, "{payload}");
     }
+}
+
+/// An event another relay claimed (and never answered for: it died, say) is leased to it: no
+/// other relay takes it while the lease runs, not even a millisecond before it ends, and the
+/// first pass after it ended delivers it, once. Passes at pinned instants instead of waiting.
+async fn a_lease_keeps_an_event_from_other_relays_until_it_runs_out(backend: Backend) {
+    let (platform, url) = mock_platform(MockConfig::default()).await;
+    let Some(app) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.relay = RelayMode::Off;
+    })
+    .await
+    else {
+        return;
+    };
+    let product = app.product("Mug", 1_000, 100).await;
+    pay_orders(&app, product, 3).await;
+    // The other relay's claim, exactly as the relay makes it, with a 30 s lease.
+    let lease_until = now() + chrono::Duration::seconds(30);
+    let taken = app
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| {
+            outbox::claim_due(tx, now(), lease_until, 100).await
+        })
+        .await
+        .expect("claim");
+    assert_eq!(taken.len(), 3);
+
+    let relay = app.relay();
+    assert_eq!(pass(&relay).await, DeliveryReport::default(), "leased");
+    let just_before = lease_until - chrono::Duration::milliseconds(1);
+    assert_eq!(
+        pass_at(&relay, just_before).await,
+        DeliveryReport::default(),
+        "leased until the lease runs out"
+    );
+    assert_eq!(platform.stats().requests, 0);
+    assert_eq!(event_ids_by_status(&app, "PENDING").await.len(), 3);
+
+    assert_eq!(
+        pass_at(&relay, lease_until).await,
+        delivered(3),
+        "re-claimed"
+    );
+    let stats = platform.stats();
+    assert_eq!((stats.unique_events, stats.requests), (3, 3), "{stats:?}");
+    assert_eq!(event_ids_by_status(&app, "DELIVERED").await.len(), 3);
+    assert_invariants(&app).await;
+}
+
+/// Two instances' relays run passes at the same moment over one database, round after round
+/// while orders come in on both: each event is claimed by one of them, sent once and recorded
+/// once. (On SQLite the harness's instances share one committer, which serialises the claims.)
+async fn two_relays_racing_deliver_every_event_once(backend: Backend) {
+    // Slow enough that one relay's deliveries are in flight while the other claims.
+    let (platform, url) = mock_platform(MockConfig {
+        delay: Duration::from_millis(20),
+        ..MockConfig::default()
+    })
+    .await;
+    let Some(first) = TestApp::spawn_with(backend, |s| {
+        s.data_platform_url = Some(url);
+        s.relay = RelayMode::Off;
+        s.relay_concurrency = 4;
+    })
+    .await
+    else {
+        return;
+    };
+    let second = first.second_instance().await;
+    let relays = [first.relay(), second.relay()];
+    let product = first.product("Mug", 1_000, 1_000).await;
+    let members = first.members_bulk(40).await;
+    first.fund_bulk(&members, 100_000).await;
+    let mut total = DeliveryReport::default();
+    for round in members.chunks(10) {
+        let results = join_all(round.iter().enumerate().map(|(i, (_, token))| {
+            let app = if i % 2 == 0 { &first } else { &second };
+            app.order(token, &[(product, 1)], json!({}))
+        }))
+        .await;
+        assert!(results.iter().all(|(s, _)| *s == StatusCode::CREATED));
+        let (a, b) = futures::join!(pass(&relays[0]), pass(&relays[1]));
+        assert_eq!(
+            a.claimed + b.claimed,
+            10,
+            "each event claimed once: {a:?} {b:?}"
+        );
+        for report in [a, b] {
+            total.claimed += report.claimed;
+            total.delivered += report.delivered;
+        }
+    }
+    assert_eq!(total, delivered(40));
+    let stats = platform.stats();
+    assert_eq!(stats.unique_events, 40, "{stats:?}");
+    assert_eq!(stats.duplicates, 0, "no event sent twice: {stats:?}");
+    assert_eq!(
+        stats.requests, stats.unique_events,
+        "one request per event: {stats:?}"
+    );
+    assert_eq!(event_ids_by_status(&first, "DELIVERED").await.len(), 40);
+    assert_invariants(&first).await;
 }

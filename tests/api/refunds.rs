@@ -5,11 +5,12 @@ use std::time::Duration;
 use futures::future::join_all;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use shopd::config::RelayMode;
 use shopd::db::{Locks, Tx};
 use shopd::error::AppError;
 use shopd::mock_platform::MockConfig;
 
-use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code, eventually, mock_platform};
+use crate::helpers::{ADMIN_TOKEN, Backend, TestApp, code, mock_platform};
 use crate::invariants::assert_invariants;
 use crate::on_both_backends;
 
@@ -537,28 +538,32 @@ async fn a_refund_is_credited_even_above_the_maximum_balance(backend: Backend) {
     assert_invariants(&app).await;
 }
 
+/// The test delivers with passes of the relay (no background relay): each pass has recorded
+/// its outcomes when it returns.
 async fn orders_are_confirmed_when_the_platform_has_them(backend: Backend) {
     let (platform, url) = mock_platform(MockConfig::default()).await;
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
-        s.outbox_sweep_interval = Duration::from_millis(100);
+        s.relay = RelayMode::Off;
     })
     .await
     else {
         return;
     };
+    let relay = app.relay();
     let p = app.product("Cup", 1_000, 10).await;
     let (user, token) = buyer(&app, 100_000).await;
     let order = paid_order(&app, &token, &[(p, 2)], json!({})).await;
     let id = order["id"].as_i64().unwrap();
-    assert!(
-        eventually(10, || async {
-            order_of(&app, id).await["status"] == "CONFIRMED"
-        })
-        .await,
-        "confirmed once delivered"
+    assert_eq!(
+        order_of(&app, id).await["status"],
+        "PAID",
+        "not confirmed before the platform has it"
     );
+    let report = relay.deliver_pending().await.expect("relay pass");
+    assert_eq!((report.claimed, report.delivered), (1, 1), "{report:?}");
     let confirmed = order_of(&app, id).await;
+    assert_eq!(confirmed["status"], "CONFIRMED", "confirmed once delivered");
     assert!(confirmed["confirmedAt"].is_string(), "{confirmed}");
     assert!(order["confirmedAt"].is_null(), "not before");
     let last = confirmed["history"]
@@ -616,22 +621,19 @@ async fn orders_are_confirmed_when_the_platform_has_them(backend: Backend) {
         .get("/admin/orders?status=PARTIALLY_REFUNDED", Some(ADMIN_TOKEN))
         .await;
     assert_eq!(listed["items"][0]["refundedAmount"], 1_000);
+    let report = relay.deliver_pending().await.expect("relay pass");
+    assert_eq!((report.claimed, report.delivered), (1, 1), "{report:?}");
     assert!(
-        eventually(10, || async {
-            platform
-                .events()
-                .iter()
-                .any(|e| e["type"] == "ORDER_REFUNDED" && e["refund"]["id"] == refunded["id"])
-        })
-        .await,
+        platform
+            .events()
+            .iter()
+            .any(|e| e["type"] == "ORDER_REFUNDED" && e["refund"]["id"] == refunded["id"]),
         "ORDER_REFUNDED delivered"
     );
     // Delivered refund events confirm nothing: the order stays PARTIALLY_REFUNDED.
-    assert!(
-        eventually(10, || async {
-            events_of(&app, "ORDER_REFUNDED", id).await[0]["status"] == "DELIVERED"
-        })
-        .await
+    assert_eq!(
+        events_of(&app, "ORDER_REFUNDED", id).await[0]["status"],
+        "DELIVERED"
     );
     assert_eq!(order_of(&app, id).await["status"], "PARTIALLY_REFUNDED");
     assert_invariants(&app).await;
@@ -879,6 +881,7 @@ async fn twenty_concurrent_one_unit_refunds_of_ten_units(backend: Backend) {
 
 /// Refunds race with the relay confirming the same orders: whichever comes first, every order
 /// ends REFUNDED, confirmed only if the confirmation came first, with a consistent history.
+/// The test runs the relay's pass itself, at the same time as the refunds.
 async fn refunds_racing_with_confirmation_stay_consistent(backend: Backend) {
     let (platform, url) = mock_platform(MockConfig {
         delay: Duration::from_millis(5),
@@ -887,12 +890,13 @@ async fn refunds_racing_with_confirmation_stay_consistent(backend: Backend) {
     .await;
     let Some(app) = TestApp::spawn_with(backend, |s| {
         s.data_platform_url = Some(url);
-        s.outbox_sweep_interval = Duration::from_millis(50);
+        s.relay = RelayMode::Off;
     })
     .await
     else {
         return;
     };
+    let relay = app.relay();
     let p = app.product("Cup", 1_000, 1_000).await;
     let members = app.members_bulk(30).await;
     app.fund_bulk(&members, 100_000).await;
@@ -921,23 +925,28 @@ async fn refunds_racing_with_confirmation_stay_consistent(backend: Backend) {
             })
             .await
     }));
-    let (refunds, deliveries) = futures::join!(refunds, deliveries);
+    let (refunds, deliveries, racing) =
+        futures::join!(refunds, deliveries, relay.deliver_pending());
     for (status, body) in &refunds {
         assert_eq!(*status, StatusCode::CREATED, "{body}");
     }
     for delivered in deliveries {
         delivered.map_err(|e: AppError| e.to_string()).unwrap();
     }
+    let racing = racing.expect("relay pass");
+    assert_eq!(racing.claimed, racing.delivered, "{racing:?}");
+    // The ORDER_REFUNDED events committed after the racing pass claimed are due now: a second
+    // pass delivers them.
+    let rest = relay.deliver_pending().await.expect("relay pass");
+    assert_eq!(rest.claimed, rest.delivered, "{rest:?}");
     // Every event is delivered: by the relay, or (ORDER_PAID events the hand delivery above
     // marked first) by hand, in which case the platform never gets them.
-    let pending = async || {
-        let (_, page) = app
-            .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
-            .await;
-        page["items"].as_array().unwrap().len()
-    };
-    assert!(
-        eventually(30, || async { pending().await == 0 }).await,
+    let (_, pending) = app
+        .get("/admin/outbox?status=PENDING", Some(ADMIN_TOKEN))
+        .await;
+    assert_eq!(
+        pending["items"],
+        json!([]),
         "every event delivered: {:?}",
         platform.stats()
     );
