@@ -685,15 +685,19 @@ fn postgres_committer(
     });
 }
 
-/// Begin the batch's transaction and take its declared locks, in one round trip. Taking them
-/// is retried (up to three times) when PostgreSQL picks this batch as a deadlock victim —
-/// nothing has run yet, so starting over is safe — against a transaction that locks outside
-/// the global order.
+/// Begin the batch's transaction and take its declared locks, in one round trip, which also
+/// reads the locked products and balances into the batch's cache and takes ids for the orders
+/// it may place (`work.rs`). Taking them is retried (up to three times) when PostgreSQL picks
+/// this batch as a deadlock victim — nothing has run yet, so starting over is safe — against a
+/// transaction that locks outside the global order.
 async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+    let Tx::PgBatch(pg) = tx else {
+        return Ok(());
+    };
     let sql = lock_statements(batch);
     let mut attempt = 0;
     loop {
-        match tx.raw_batch_owned(sql.clone()).await {
+        match pg.begin(sql.clone()).await {
             Ok(()) => return Ok(()),
             Err(err) if attempt < 3 && is_deadlock(&err) => {
                 attempt += 1;
@@ -702,7 +706,7 @@ async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx:
                     attempt,
                     "committer: lost a deadlock while locking; retrying"
                 );
-                tx.raw_batch("ROLLBACK").await?;
+                sqlx::raw_sql("ROLLBACK").execute(&mut pg.conn).await?;
             }
             Err(err) => return Err(err),
         }
@@ -738,11 +742,16 @@ fn lock_statements(batch: &[Box<dyn Job>]) -> String {
         all.extend(job.locks());
     }
     let mut sql = String::from("BEGIN");
-    for (table, ids) in [
-        ("coupons", &mut all.coupons),
-        ("products", &mut all.products),
-        ("users", &mut all.users),
-        ("orders", &mut all.orders),
+    // Locked products and balances are read into the batch's cache on the way.
+    for (table, columns, ids) in [
+        ("coupons", "id", &mut all.coupons),
+        (
+            "products",
+            crate::db::work::PRODUCT_COLUMNS,
+            &mut all.products,
+        ),
+        ("users", crate::db::work::USER_COLUMNS, &mut all.users),
+        ("orders", "id", &mut all.orders),
     ] {
         if ids.is_empty() {
             continue;
@@ -751,9 +760,19 @@ fn lock_statements(batch: &[Box<dyn Job>]) -> String {
         ids.dedup();
         let list: Vec<String> = ids.iter().map(i64::to_string).collect();
         sql.push_str(&format!(
-            "; SELECT id FROM {table} WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
+            "; SELECT {columns} FROM {table} WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
             list.join(", ")
         ));
+    }
+    // Commands that lock products but no order may place one: ids for them (and their
+    // payments), taken from the sequences now.
+    let placing = batch
+        .iter()
+        .filter(|j| !j.locks().products.is_empty() && j.locks().orders.is_empty())
+        .count();
+    if placing > 0 {
+        sql.push_str("; ");
+        sql.push_str(&crate::db::work::take_ids_sql(placing));
     }
     sql
 }

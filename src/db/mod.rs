@@ -235,25 +235,6 @@ impl Tx {
             Tx::Postgres(tx) => sqlx::raw_sql(sql).execute(&mut **tx).await.map(|_| ()),
         }
     }
-
-    /// [`Tx::raw_batch`] for text built at run time from integers only (lock statements).
-    pub(crate) async fn raw_batch_owned(&mut self, sql: String) -> Result<(), sqlx::Error> {
-        match self {
-            Tx::Lite(c) => c.batch(&sql),
-            Tx::PgBatch(b) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut b.conn)
-                .await
-                .map(|_| ()),
-            Tx::Sqlite(tx) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut **tx)
-                .await
-                .map(|_| ()),
-            Tx::Postgres(tx) => sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
-                .execute(&mut **tx)
-                .await
-                .map(|_| ()),
-        }
-    }
 }
 
 impl Db {

@@ -31,7 +31,7 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, Row};
+use sqlx::{Column as _, PgConnection, Row};
 
 use super::{Arg, Tx, execute_args, multi_row};
 
@@ -429,7 +429,92 @@ fn flush_sql() -> &'static str {
     })
 }
 
+/// The columns of a locked product row the batch caches (the lock statement reads them).
+pub(crate) const PRODUCT_COLUMNS: &str = "id, name, price, status, stock";
+/// The columns of a locked member row the batch caches.
+pub(crate) const USER_COLUMNS: &str = "id, balance";
+
+/// A statement that takes `count` ids for orders and as many for payments, as rows
+/// `(id_for, id)`.
+pub(crate) fn take_ids_sql(count: usize) -> String {
+    format!(
+        "SELECT 'orders' AS id_for, nextval(pg_get_serial_sequence('orders', 'id')) AS id \
+         FROM generate_series(1, {count}) \
+         UNION ALL SELECT 'payments', nextval(pg_get_serial_sequence('payments', 'id')) \
+         FROM generate_series(1, {count})"
+    )
+}
+
 impl PgBatch {
+    /// Committer: run the batch's opening statements (`BEGIN`, the locks, the ids: simple
+    /// protocol, one round trip) and keep what they read: locked products and balances, ids.
+    pub(crate) async fn begin(&mut self, sql: String) -> Result<(), sqlx::Error> {
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&mut self.conn)
+            .await?;
+        let work = &mut self.work;
+        work.products.clear();
+        work.users.clear();
+        work.ids.clear();
+        for row in rows {
+            let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+            match names.as_slice() {
+                ["id", "name", "price", "status", "stock"] => {
+                    let id: i64 = row.try_get("id")?;
+                    let state = Product {
+                        name: row.try_get("name")?,
+                        price: row.try_get("price")?,
+                        status: row.try_get("status")?,
+                        stock: row.try_get("stock")?,
+                    };
+                    work.products.insert(
+                        id,
+                        ProductEntry {
+                            stored: state.stock,
+                            state: Some(state),
+                        },
+                    );
+                }
+                ["id", "balance"] => {
+                    let id: i64 = row.try_get("id")?;
+                    let balance: i64 = row.try_get("balance")?;
+                    work.users.insert(
+                        id,
+                        UserEntry {
+                            state: Some(Balance {
+                                balance,
+                                updated_at: None,
+                            }),
+                            stored: balance,
+                        },
+                    );
+                }
+                ["id_for", "id"] => {
+                    let table = match row.try_get::<String, _>("id_for")?.as_str() {
+                        "orders" => Table::Orders,
+                        _ => Table::Payments,
+                    };
+                    work.ids.entry(table).or_default().push(row.try_get("id")?);
+                }
+                _ => {}
+            }
+        }
+        // Declared rows that do not exist are known to be missing.
+        for id in &work.declared_products {
+            work.products.entry(*id).or_insert(ProductEntry {
+                state: None,
+                stored: 0,
+            });
+        }
+        for id in &work.declared_users {
+            work.users.entry(*id).or_insert(UserEntry {
+                state: None,
+                stored: 0,
+            });
+        }
+        Ok(())
+    }
+
     pub(crate) fn new(
         conn: PgConnection,
         products: Vec<i64>,

@@ -639,14 +639,19 @@ async fn orders_are_confirmed_when_the_platform_has_them(backend: Backend) {
     assert_invariants(&app).await;
 }
 
-/// Deliver (mark DELIVERED) the order's ORDER_PAID event the way the relay does.
+/// Deliver (mark DELIVERED) the order's ORDER_PAID event the way the relay does (declaring the
+/// order it confirms).
 async fn mark_paid_event_delivered(app: &TestApp, order_id: i64) {
     let event_id = events_of(app, "ORDER_PAID", order_id).await[0]["eventId"]
         .as_str()
         .unwrap()
         .to_string();
+    let locks = Locks {
+        orders: vec![order_id],
+        ..Locks::none()
+    };
     app.db
-        .write(Locks::none(), async move |tx: &mut Tx| {
+        .write(locks, async move |tx: &mut Tx| {
             shopd::store::outbox::mark_delivered(tx, &event_id, shopd::store::now()).await
         })
         .await
@@ -919,8 +924,15 @@ async fn refunds_racing_with_confirmation_stay_consistent(backend: Backend) {
             .as_str()
             .unwrap()
             .to_string();
+        // As the relay's recorder does: the order a delivered ORDER_PAID confirms is declared,
+        // so the committer locks it in the global order before the event row (undeclared, a
+        // refund holding the order and this command holding the event could deadlock).
+        let locks = Locks {
+            orders: vec![id],
+            ..Locks::none()
+        };
         app.db
-            .write(Locks::none(), async move |tx: &mut Tx| {
+            .write(locks, async move |tx: &mut Tx| {
                 shopd::store::outbox::mark_delivered(tx, &event_id, shopd::store::now()).await
             })
             .await
