@@ -21,6 +21,8 @@ use crate::on_both_backends;
 on_both_backends!(
     rejections_roll_back_alone_and_the_rest_commits,
     an_out_of_stock_order_fails_alone_in_its_batch,
+    a_batch_of_orders_with_every_outcome_keeps_exact_counts,
+    a_command_failing_after_cached_changes_leaves_no_trace,
     a_failed_commit_answers_every_caller_503_and_applies_nothing,
     a_full_queue_answers_503_at_once,
     an_idempotent_order_leaves_no_key_when_its_batch_fails,
@@ -238,6 +240,189 @@ async fn an_out_of_stock_order_fails_alone_in_its_batch(backend: Backend) {
     assert_eq!(app.stock_of(plenty).await, 93);
     assert_eq!(app.stock_of(none).await, 0);
     assert_invariants(app).await;
+}
+
+/// One batch of orders with every outcome — paid, pending, 402, out of stock after an earlier
+/// line was reserved, a coupon rejected after the stock was taken, a keyed order and its
+/// replay, two orders for the last unit — ends with exact stock, balances and rows. On
+/// PostgreSQL this drives the batch's unit of work (`db/work.rs`): cached stock and balances
+/// undone for the commands that failed without a savepoint, rolled back with it for those that
+/// opened one, everything else written by the one flush.
+async fn a_batch_of_orders_with_every_outcome_keeps_exact_counts(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    let a = app.product("Plenty", 1_000, 100).await;
+    let b = app.product("Last one", 2_000, 1).await;
+    let none = app.product("Gone", 500, 0).await;
+    let members = app.members_bulk(9).await;
+    app.fund_bulk(&members[..8], 100_000).await;
+    let (poor, poor_token) = members[8].clone();
+    assert_eq!(app.charge(poor, &poor_token, 500).await.0, StatusCode::OK);
+    let t = |i: usize| members[i].1.as_str();
+    let app = &app;
+    let (paid, last_1, last_2, coupon, pending, broke, keyed, replay, gone) = futures::join!(
+        app.order(t(0), &[(a, 2)], json!({})),
+        app.order(t(1), &[(a, 1), (b, 1)], json!({})),
+        app.order(t(2), &[(a, 3), (b, 1)], json!({})),
+        app.order(t(3), &[(a, 1)], json!({ "userCouponId": 999_999 })),
+        app.order(t(4), &[(a, 1)], json!({ "pay": false })),
+        app.order(&poor_token, &[(a, 1)], json!({})),
+        app.post_idem(
+            "/orders",
+            Some(t(5)),
+            json!({ "items": [{ "productId": a, "quantity": 1 }] }),
+            "k-1"
+        ),
+        app.post_idem(
+            "/orders",
+            Some(t(5)),
+            json!({ "items": [{ "productId": a, "quantity": 1 }] }),
+            "k-1"
+        ),
+        app.order(t(6), &[(a, 1), (none, 1)], json!({})),
+    );
+    assert_eq!(paid.0, StatusCode::CREATED, "{}", paid.1);
+    assert_eq!(paid.1["status"], "PAID");
+    // Exactly one of the two orders gets the last unit of `b`; the other's reservation of `a`
+    // is given back.
+    let (won, lost) = match (last_1.0, last_2.0) {
+        (StatusCode::CREATED, StatusCode::CONFLICT) => (&last_1, &last_2),
+        (StatusCode::CONFLICT, StatusCode::CREATED) => (&last_2, &last_1),
+        other => panic!("one of the two should win the last unit: {other:?} {last_1:?} {last_2:?}"),
+    };
+    assert_eq!(won.1["status"], "PAID");
+    assert_eq!(lost.1["code"], "PRODUCT_OUT_OF_STOCK", "{}", lost.1);
+    let won_a = won.1["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .find(|l| l["productId"] == a)
+        .and_then(|l| l["quantity"].as_i64())
+        .expect("line of a");
+    assert_eq!(coupon.0, StatusCode::BAD_REQUEST, "{}", coupon.1);
+    assert_eq!(coupon.1["code"], "COUPON_INVALID");
+    assert_eq!(pending.0, StatusCode::CREATED, "{}", pending.1);
+    assert_eq!(pending.1["status"], "PENDING");
+    assert_eq!(broke.0, StatusCode::PAYMENT_REQUIRED, "{}", broke.1);
+    let broke_order = broke.1["details"]["orderId"].as_i64().expect("orderId");
+    assert_eq!(keyed.0, StatusCode::CREATED, "{}", keyed.1);
+    assert_eq!(replay.0, StatusCode::CREATED, "{}", replay.1);
+    assert_eq!(keyed.1["id"], replay.1["id"], "one order for one key");
+    assert_eq!(gone.0, StatusCode::CONFLICT, "{}", gone.1);
+    assert_eq!(gone.1["code"], "PRODUCT_OUT_OF_STOCK");
+
+    // a: 2 (paid) + the winner's + 1 (pending) + 1 (402, PENDING holds it) + 1 (keyed, once).
+    assert_eq!(app.stock_of(a).await, 100 - 2 - won_a - 1 - 1 - 1);
+    assert_eq!(app.stock_of(b).await, 0);
+    assert_eq!(app.stock_of(none).await, 0);
+    assert_eq!(app.balance_of(members[0].0).await, 100_000 - 2_000);
+    assert_eq!(
+        app.balance_of(members[3].0).await,
+        100_000,
+        "coupon rejected: nothing paid"
+    );
+    assert_eq!(app.balance_of(members[4].0).await, 100_000, "pay: false");
+    assert_eq!(app.balance_of(poor).await, 500, "402: nothing taken");
+    assert_eq!(
+        app.balance_of(members[5].0).await,
+        100_000 - 1_000,
+        "keyed: paid once"
+    );
+    assert_eq!(
+        app.balance_of(members[6].0).await,
+        100_000,
+        "out of stock: nothing paid"
+    );
+    let (_, order) = app
+        .get(&format!("/orders/{broke_order}"), Some(&poor_token))
+        .await;
+    assert_eq!(order["status"], "PENDING");
+    assert_eq!(order["payments"][0]["status"], "FAILED", "{order}");
+    assert_invariants(app).await;
+}
+
+/// Commands that change stock and balance and then fail without any other statement (on a
+/// PostgreSQL batch: only the cache, no savepoint) leave nothing behind, while the commands
+/// around them in the same batch keep theirs.
+async fn a_command_failing_after_cached_changes_leaves_no_trace(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    let product = app.product("Cup", 1_000, 50).await;
+    let (member, _) = app.member("Ann").await;
+    app.fund_bulk(&[(member, String::new())], 10_000).await;
+    let results = join_all((0..6_i64).map(|n| {
+        let db = app.db.clone();
+        let locks = Locks {
+            products: vec![product],
+            users: vec![member],
+            ..Locks::none()
+        };
+        db_write_take(db, locks, product, member, n)
+    }))
+    .await;
+    let mut batches: Vec<u64> = results.iter().map(|(_, batch)| *batch).collect();
+    batches.sort_unstable();
+    batches.dedup();
+    assert_eq!(batches.len(), 1, "one batch: {batches:?}");
+    for (n, (result, _)) in results.iter().enumerate() {
+        assert_eq!(result.is_ok(), n % 2 == 0, "command {n}: {result:?}");
+    }
+    // Three commands kept 1 unit and 100 each; the three that failed left nothing.
+    assert_eq!(app.stock_of(product).await, 47);
+    assert_eq!(app.balance_of(member).await, 10_000 - 300);
+}
+
+/// Take one unit of `product` and 100 from `member` (through the batch's cache where there is
+/// one, by SQL elsewhere); odd `n` then fail.
+async fn db_write_take(
+    db: shopd::db::Db,
+    locks: Locks,
+    product: i64,
+    member: i64,
+    n: i64,
+) -> (Result<(), String>, u64) {
+    use shopd::db::work;
+    let result = db
+        .write(locks, async move |tx: &mut Tx| -> AppResult<u64> {
+            let batch = current_batch().expect("runs on a committer");
+            match work::product(tx, product).await? {
+                Some(Some(p)) => work::set_stock(tx, product, p.stock - 1),
+                Some(None) => panic!("the product exists"),
+                None => {
+                    sql_execute!(
+                        tx,
+                        "UPDATE products SET stock = stock - 1 WHERE id = $1",
+                        product
+                    )?;
+                }
+            }
+            match work::balance(tx, member).await? {
+                Some(Some(b)) => work::set_balance(tx, member, b - 100, chrono::Utc::now()),
+                Some(None) => panic!("the member exists"),
+                None => {
+                    sql_execute!(
+                        tx,
+                        "UPDATE users SET balance = balance - 100 WHERE id = $1",
+                        member
+                    )?;
+                }
+            }
+            if n % 2 == 1 {
+                return Err(AppError::conflict("ODD", "odd", json!({ "batch": batch })));
+            }
+            Ok(batch)
+        })
+        .await;
+    match result {
+        Ok(batch) => (Ok(()), batch),
+        Err(AppError::Conflict { details, .. }) => (
+            Err("ODD".to_string()),
+            details["batch"].as_u64().expect("batch"),
+        ),
+        Err(other) => panic!("unexpected {other:?}"),
+    }
 }
 
 /// A constraint checked only at COMMIT: the batch's commit fails after every command ran.
