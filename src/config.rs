@@ -57,10 +57,11 @@ pub struct DatabaseSettings {
     /// Group commit: write commands queued beyond this are answered `503` with `Retry-After`.
     #[arg(long, env = "SHOPD_COMMIT_QUEUE", default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
     pub commit_queue: u32,
-    /// PostgreSQL: committers (each with its own connection) per instance. More overlap more
-    /// round trips (spread load); fewer take a hot row's lock less often. Two measured best
-    /// for both together here (docs/benchmarks.md).
-    #[arg(long, env = "SHOPD_PG_COMMITTERS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=64))]
+    /// PostgreSQL: committers (each with its own connection) per instance. A batch costs three
+    /// round trips whatever its size (docs/architecture.md), so one committer with large
+    /// batches measured best; more split the batches and queue on each other's row locks
+    /// (docs/benchmarks.md).
+    #[arg(long, env = "SHOPD_PG_COMMITTERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pg_committers: u32,
 }
 
@@ -74,7 +75,7 @@ impl DatabaseSettings {
             commit_batch_max: 256,
             commit_wait: Duration::ZERO,
             commit_queue: 16_384,
-            pg_committers: 2,
+            pg_committers: 1,
         }
     }
 

@@ -15,6 +15,11 @@ pub struct Args {
     /// Base URL of a running shopd.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// More instances of the same service (same database), repeatable: the closed-loop clients
+    /// are spread over `--url` and these, round robin. Data preparation, metrics and checks use
+    /// `--url`.
+    #[arg(long = "also-url")]
+    pub also_urls: Vec<String>,
     /// Admin token of that server (used to prepare data and check invariants).
     #[arg(long, env = "SHOPD_ADMIN_TOKEN")]
     pub admin_token: String,

@@ -106,7 +106,7 @@ impl Default for CommitOptions {
             batch_max: 256,
             wait: Duration::ZERO,
             queue_capacity: 16_384,
-            pg_committers: 2,
+            pg_committers: 1,
         }
     }
 }
@@ -233,8 +233,12 @@ impl Committer {
             }
             Target::Postgres(connect) => {
                 for i in 0..options.pg_committers.max(1) {
+                    // The batch's flush is one large statement with array parameters: plan it
+                    // once per connection instead of at every batch.
                     let (connect, jobs, options, handoff) = (
-                        (*connect).clone(),
+                        (*connect)
+                            .clone()
+                            .options([("plan_cache_mode", "force_generic_plan")]),
                         jobs.clone(),
                         options.clone(),
                         handoff.clone(),

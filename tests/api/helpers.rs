@@ -178,6 +178,9 @@ impl TestApp {
         init_test_log();
         let mut settings = Settings::for_database("(test)");
         settings.admin_token = vec![ADMIN_TOKEN.to_string()];
+        // The service runs one PostgreSQL committer by default; tests run two, so that batches
+        // of one instance also race each other for rows (lock order, deadlock retries).
+        settings.database.pg_committers = 2;
         adjust(&mut settings);
         let options = settings.database.db_options();
         let (db, storage) = match backend {

@@ -34,9 +34,15 @@ pub async fn run(client: &Client, args: &Args, fixture: Arc<Fixture>) -> (Tally,
             // Closed loop: each client sends its next request when the previous one answered.
             let next = Arc::new(AtomicU64::new(0));
             let mut workers = tokio::task::JoinSet::new();
-            for _ in 0..args.concurrency {
-                let (client, fixture, next, scenario) =
+            let bases: Vec<&String> = std::iter::once(&args.url)
+                .chain(args.also_urls.iter())
+                .collect();
+            for worker in 0..args.concurrency {
+                let (mut client, fixture, next, scenario) =
                     (client.clone(), fixture.clone(), next.clone(), args.scenario);
+                client.base = bases[worker % bases.len()]
+                    .trim_end_matches('/')
+                    .to_string();
                 workers.spawn(async move {
                     let mut tally = Tally::new();
                     let mut rng = rand::rngs::StdRng::from_os_rng();
