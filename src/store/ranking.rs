@@ -9,7 +9,7 @@
 //! REFUNDED, REFUNDED) — an order counts on the day it was paid, whatever happened to it since.
 //!
 //! The job is incremental (issue #13): each run adds the paid orders it has not counted yet,
-//! found through the `orders_paid_at` partial index from a lower bound (`window_from`) that
+//! found through the `orders_by_paid_at` partial index from a lower bound (`window_from`) that
 //! trails the newest payment seen by [`OVERLAP`]. A payment's `paid_at` is taken before its
 //! transaction commits, so a payment can become visible after a run that already read past its
 //! `paid_at`; re-reading the overlap window catches it, and `ranking_counted` (the orders
