@@ -456,49 +456,7 @@ impl PgBatch {
         work.products.clear();
         work.users.clear();
         work.ids.clear();
-        for row in rows {
-            let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
-            match names.as_slice() {
-                ["id", "name", "price", "status", "stock"] => {
-                    let id: i64 = row.try_get("id")?;
-                    let state = Product {
-                        name: row.try_get("name")?,
-                        price: row.try_get("price")?,
-                        status: row.try_get("status")?,
-                        stock: row.try_get("stock")?,
-                    };
-                    work.products.insert(
-                        id,
-                        ProductEntry {
-                            stored: state.stock,
-                            state: Some(state),
-                        },
-                    );
-                }
-                ["id", "balance"] => {
-                    let id: i64 = row.try_get("id")?;
-                    let balance: i64 = row.try_get("balance")?;
-                    work.users.insert(
-                        id,
-                        UserEntry {
-                            state: Some(Balance {
-                                balance,
-                                updated_at: None,
-                            }),
-                            stored: balance,
-                        },
-                    );
-                }
-                ["id_for", "id"] => {
-                    let table = match row.try_get::<String, _>("id_for")?.as_str() {
-                        "orders" => Table::Orders,
-                        _ => Table::Payments,
-                    };
-                    work.ids.entry(table).or_default().push(row.try_get("id")?);
-                }
-                _ => {}
-            }
-        }
+        work.absorb(rows)?;
         // Declared rows that do not exist are known to be missing.
         for id in &work.declared_products {
             work.products.entry(*id).or_insert(ProductEntry {
@@ -791,93 +749,99 @@ impl PgBatch {
 
     /// Load (and lock, in id order) `id` and every declared product not cached yet.
     async fn load_products(&mut self, id: i64) -> Result<(), sqlx::Error> {
-        self.send_pending().await?;
-        let mut ids: Vec<i64> = self
-            .work
-            .declared_products
-            .iter()
-            .copied()
-            .filter(|p| !self.work.products.contains_key(p))
-            .collect();
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-        let rows = sqlx::query(
-            "SELECT id, name, price, status, stock FROM products WHERE id = ANY($1)
-             ORDER BY id FOR NO KEY UPDATE",
-        )
-        .bind(&ids)
-        .fetch_all(&mut self.conn)
-        .await?;
+        let ids = uncached(&self.work.declared_products, &self.work.products, id);
+        self.load(&ids, "SELECT id, name, price, status, stock FROM products WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+            .await?;
         for id in ids {
-            self.work.products.insert(
-                id,
-                ProductEntry {
-                    state: None,
-                    stored: 0,
-                },
-            );
-        }
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let state = Product {
-                name: row.try_get("name")?,
-                price: row.try_get("price")?,
-                status: row.try_get("status")?,
-                stock: row.try_get("stock")?,
-            };
-            self.work.products.insert(
-                id,
-                ProductEntry {
-                    stored: state.stock,
-                    state: Some(state),
-                },
-            );
+            self.work.products.entry(id).or_insert(ProductEntry {
+                state: None,
+                stored: 0,
+            });
         }
         Ok(())
     }
 
     /// Load (and lock, in id order) `user_id` and every declared member not cached yet.
     async fn load_users(&mut self, user_id: i64) -> Result<(), sqlx::Error> {
-        self.send_pending().await?;
-        let mut ids: Vec<i64> = self
-            .work
-            .declared_users
-            .iter()
-            .copied()
-            .filter(|u| !self.work.users.contains_key(u))
-            .collect();
-        if !ids.contains(&user_id) {
-            ids.push(user_id);
-        }
-        let rows = sqlx::query(
+        let ids = uncached(&self.work.declared_users, &self.work.users, user_id);
+        self.load(
+            &ids,
             "SELECT id, balance FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE",
         )
-        .bind(&ids)
-        .fetch_all(&mut self.conn)
         .await?;
         for id in ids {
-            self.work.users.insert(
-                id,
-                UserEntry {
-                    state: None,
-                    stored: 0,
-                },
-            );
+            self.work.users.entry(id).or_insert(UserEntry {
+                state: None,
+                stored: 0,
+            });
         }
+        Ok(())
+    }
+
+    async fn load(&mut self, ids: &[i64], sql: &'static str) -> Result<(), sqlx::Error> {
+        self.send_pending().await?;
+        let rows = sqlx::query(sql).bind(ids).fetch_all(&mut self.conn).await?;
+        self.work.absorb(rows)
+    }
+}
+
+/// `wanted` and the declared ids that `cache` does not hold yet.
+fn uncached<T>(declared: &[i64], cache: &HashMap<i64, T>, wanted: i64) -> Vec<i64> {
+    let mut ids: Vec<i64> = declared
+        .iter()
+        .copied()
+        .filter(|id| !cache.contains_key(id))
+        .collect();
+    if !ids.contains(&wanted) {
+        ids.push(wanted);
+    }
+    ids
+}
+
+impl Work {
+    /// Keep the rows a lock statement read: products, balances, ids taken ahead (told apart
+    /// by their columns).
+    fn absorb(&mut self, rows: Vec<sqlx::postgres::PgRow>) -> Result<(), sqlx::Error> {
         for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let balance: i64 = row.try_get("balance")?;
-            self.work.users.insert(
-                id,
-                UserEntry {
-                    state: Some(Balance {
-                        balance,
-                        updated_at: None,
-                    }),
-                    stored: balance,
-                },
-            );
+            let names: Vec<&str> = row.columns().iter().map(|c| c.name()).collect();
+            match names.as_slice() {
+                ["id", "name", "price", "status", "stock"] => {
+                    let state = Product {
+                        name: row.try_get("name")?,
+                        price: row.try_get("price")?,
+                        status: row.try_get("status")?,
+                        stock: row.try_get("stock")?,
+                    };
+                    self.products.insert(
+                        row.try_get("id")?,
+                        ProductEntry {
+                            stored: state.stock,
+                            state: Some(state),
+                        },
+                    );
+                }
+                ["id", "balance"] => {
+                    let balance: i64 = row.try_get("balance")?;
+                    self.users.insert(
+                        row.try_get("id")?,
+                        UserEntry {
+                            state: Some(Balance {
+                                balance,
+                                updated_at: None,
+                            }),
+                            stored: balance,
+                        },
+                    );
+                }
+                ["id_for", "id"] => {
+                    let table = match row.try_get::<String, _>("id_for")?.as_str() {
+                        "orders" => Table::Orders,
+                        _ => Table::Payments,
+                    };
+                    self.ids.entry(table).or_default().push(row.try_get("id")?);
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
