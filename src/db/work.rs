@@ -210,13 +210,15 @@ pub async fn new_id(tx: &mut Tx, table: Table) -> Result<Option<i64>, sqlx::Erro
     // Sequences are not transactional: ids taken and not used are gaps, as with any insert
     // that rolls back.
     let count = i64::try_from(batch.work.batch_len.clamp(1, 1024)).unwrap_or(1);
-    let mut ids: Vec<i64> = sqlx::query_scalar(
+    batch.check()?;
+    let taken = sqlx::query_scalar(
         "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)",
     )
     .bind(table.name())
     .bind(count)
     .fetch_all(&mut batch.conn)
-    .await?;
+    .await;
+    let mut ids: Vec<i64> = batch.mark_broken(taken)?;
     ids.reverse();
     let id = ids.pop();
     batch.work.ids.insert(table, ids);
@@ -331,6 +333,10 @@ pub(crate) struct Work {
     declared_products: Vec<i64>,
     declared_users: Vec<i64>,
     batch_len: usize,
+    /// A statement of the unit of work itself failed (or a flush found a row not as read):
+    /// the transaction may be aborted outside any savepoint — PostgreSQL would turn its
+    /// `COMMIT` into a silent `ROLLBACK` — so the batch must not be answered as committed.
+    broken: Option<String>,
 }
 
 /// A PostgreSQL committer's connection with its batch's unit of work.
@@ -539,8 +545,15 @@ impl PgBatch {
         work.mark = work.rows.len();
     }
 
-    /// Committer: write what is pending and commit.
+    /// Committer: write what is pending and commit. Refuses (the batch then rolls back and
+    /// every caller gets 503) if the unit of work failed earlier in the batch.
     pub(crate) async fn commit(&mut self) -> Result<(), sqlx::Error> {
+        self.check()?;
+        let result = self.write_and_commit().await;
+        self.mark_broken(result)
+    }
+
+    async fn write_and_commit(&mut self) -> Result<(), sqlx::Error> {
         let pending = self.work.pending.take();
         if self.dirty() {
             if let Some(sql) = pending {
@@ -565,6 +578,32 @@ impl PgBatch {
     /// commands left goes in before it), and forget the cached rows (the statement may change
     /// them).
     pub(crate) async fn settle(&mut self) -> Result<(), sqlx::Error> {
+        self.check()?;
+        let result = self.settle_inner().await;
+        self.mark_broken(result)
+    }
+
+    /// `Err` if the unit of work failed earlier in this batch.
+    fn check(&self) -> Result<(), sqlx::Error> {
+        match &self.work.broken {
+            Some(why) => Err(sqlx::Error::Protocol(format!(
+                "the batch's unit of work failed earlier: {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Remember a failure of the unit of work's own statements (see [`Work::broken`]).
+    fn mark_broken<T>(&mut self, result: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+        if let Err(err) = &result
+            && self.work.broken.is_none()
+        {
+            self.work.broken = Some(err.to_string());
+        }
+        result
+    }
+
+    async fn settle_inner(&mut self) -> Result<(), sqlx::Error> {
         if self.work.savepoint {
             if self.dirty() {
                 let rows = std::mem::take(&mut self.work.rows);
@@ -779,9 +818,14 @@ impl PgBatch {
     }
 
     async fn load(&mut self, ids: &[i64], sql: &'static str) -> Result<(), sqlx::Error> {
-        self.send_pending().await?;
-        let rows = sqlx::query(sql).bind(ids).fetch_all(&mut self.conn).await?;
-        self.work.absorb(rows)
+        self.check()?;
+        let result = async {
+            self.send_pending().await?;
+            let rows = sqlx::query(sql).bind(ids).fetch_all(&mut self.conn).await?;
+            self.work.absorb(rows)
+        }
+        .await;
+        self.mark_broken(result)
     }
 }
 

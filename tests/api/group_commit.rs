@@ -23,6 +23,7 @@ on_both_backends!(
     an_out_of_stock_order_fails_alone_in_its_batch,
     a_batch_of_orders_with_every_outcome_keeps_exact_counts,
     a_command_failing_after_cached_changes_leaves_no_trace,
+    a_deferred_row_that_breaks_fails_the_whole_batch,
     a_failed_commit_answers_every_caller_503_and_applies_nothing,
     a_full_queue_answers_503_at_once,
     an_idempotent_order_leaves_no_key_when_its_batch_fails,
@@ -422,6 +423,61 @@ async fn db_write_take(
             details["batch"].as_u64().expect("batch"),
         ),
         Err(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+/// A row left to a PostgreSQL batch's flush that breaks a constraint fails the whole batch —
+/// including when the flush runs before a later command's statement, outside any savepoint,
+/// where PostgreSQL would otherwise turn the COMMIT into a silent ROLLBACK after the other
+/// commands were told they succeeded. (On SQLite the row is written at once and its command
+/// fails alone.)
+async fn a_deferred_row_that_breaks_fails_the_whole_batch(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let (member, _) = app.member("Ann").await;
+    let results = join_all((0..3_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| -> AppResult<u64> {
+                let batch = current_batch().expect("runs on a committer");
+                if n == 1 {
+                    // A ledger row with a negative balance breaks its CHECK.
+                    shopd::store::balance::append_ledger(
+                        tx,
+                        member,
+                        shopd::domain::money::LedgerKind::Charge,
+                        1,
+                        -1,
+                        None,
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                } else {
+                    sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                }
+                Ok(batch)
+            })
+            .await
+        }
+    }))
+    .await;
+    match app.db.dialect() {
+        Dialect::Postgres => {
+            for (n, result) in results.iter().enumerate() {
+                assert!(
+                    matches!(result, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
+                    "command {n}: {result:?}"
+                );
+            }
+            assert!(scratch_rows(&app).await.is_empty(), "nothing applied");
+        }
+        Dialect::Sqlite => {
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            assert!(results[1].is_err(), "{results:?}");
+            assert_eq!(scratch_rows(&app).await, vec![0, 2]);
+        }
     }
 }
 
