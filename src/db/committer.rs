@@ -13,12 +13,14 @@
 //! - The queue is bounded: when it is full the caller is answered `503` at once.
 //! - SQLite: one committer thread owns the one write connection (rusqlite, cached statements,
 //!   no per-statement thread hand-off).
-//! - PostgreSQL: several committer threads, each with its own connection. Before running a
-//!   batch a committer locks the rows the batch declared ([`Locks`]) in one global order
-//!   (coupons, products, users, orders; ascending ids), so two batches never wait on each
-//!   other in a cycle, and many orders of one batch on one hot product take its lock once.
-//!   A command that still loses a deadlock (a row it did not declare) is answered `503`
-//!   (retryable) alone.
+//! - PostgreSQL: `--pg-committers` threads (default one), each with its own connection.
+//!   Before running a batch a committer locks the rows the batch declared ([`Locks`]) in one
+//!   global order (coupons, products, users, orders; ascending ids), so two batches never wait
+//!   on each other in a cycle, and many orders of one batch on one hot product take its lock
+//!   once. The same round trip reads the locked products and balances into the batch's unit
+//!   of work (`work.rs`), which keeps new rows for one flush statement and opens each
+//!   command's savepoint lazily. A command that still loses a deadlock (a row it did not
+//!   declare) is answered `503` (retryable) alone.
 //!
 //! Each committer runs on its own OS thread with a single-threaded runtime, so the command
 //! futures need not be `Send`; only the command closure crosses threads.
@@ -116,7 +118,8 @@ trait Job: Send {
     fn abandoned(&self) -> bool;
     fn locks(&self) -> &Locks;
     fn enqueued(&self) -> Instant;
-    /// Run the command (its savepoint is opened by the committer). `Ok(true)` if the command
+    /// Run the command (in its savepoint: opened before it on SQLite, by its first statement
+    /// on a PostgreSQL batch, `work.rs`). `Ok(true)` if the command
     /// succeeded, `Ok(false)` if it failed (its savepoint must be rolled back). `Err` only
     /// when the transaction itself broke.
     fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
