@@ -208,21 +208,16 @@ pub async fn new_id(tx: &mut Tx, table: Table) -> Result<Option<i64>, sqlx::Erro
         return Ok(Some(id));
     }
     // Sequences are not transactional: ids taken and not used are gaps, as with any insert
-    // that rolls back.
-    let count = i64::try_from(batch.work.batch_len.clamp(1, 1024)).unwrap_or(1);
+    // that rolls back. Topped up with the batch's own statement (orders and payments).
     batch.check()?;
-    let taken = sqlx::query_scalar(
-        "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)",
-    )
-    .bind(table.name())
-    .bind(count)
+    let taken = sqlx::raw_sql(sqlx::AssertSqlSafe(take_ids_sql(
+        batch.work.batch_len.clamp(1, 1024),
+    )))
     .fetch_all(&mut batch.conn)
     .await;
-    let mut ids: Vec<i64> = batch.mark_broken(taken)?;
-    ids.reverse();
-    let id = ids.pop();
-    batch.work.ids.insert(table, ids);
-    Ok(id)
+    let rows = batch.mark_broken(taken)?;
+    batch.work.absorb(rows)?;
+    Ok(batch.work.ids.get_mut(&table).and_then(Vec::pop))
 }
 
 /// A product as the batch sees it.
@@ -649,24 +644,14 @@ impl PgBatch {
                 self.flush(&rows, &HashMap::new(), &HashMap::new()).await?;
             }
         }
-        let work = &mut self.work;
-        work.rows.clear();
-        work.mark = 0;
-        work.products.clear();
-        work.users.clear();
-        work.undo.clear();
+        self.work.forget();
         Ok(())
     }
 
     /// Before a nested savepoint (`SAVEPOINT op`): everything is written, so undoing the
     /// nested work is a rollback to it plus forgetting what the cache holds.
     pub(crate) fn undo_nested(&mut self) {
-        let work = &mut self.work;
-        work.rows.clear();
-        work.mark = 0;
-        work.products.clear();
-        work.users.clear();
-        work.undo.clear();
+        self.work.forget();
     }
 
     /// Send the previous command's savepoint end, if it is still owed.
@@ -843,6 +828,16 @@ fn uncached<T>(declared: &[i64], cache: &HashMap<i64, T>, wanted: i64) -> Vec<i6
 }
 
 impl Work {
+    /// Drop the pending rows and the cached rows with their undo log: after everything was
+    /// written (`settle`), or after a rollback to a nested savepoint undid it.
+    fn forget(&mut self) {
+        self.rows.clear();
+        self.mark = 0;
+        self.products.clear();
+        self.users.clear();
+        self.undo.clear();
+    }
+
     /// Keep the rows a lock statement read: products, balances, ids taken ahead (told apart
     /// by their columns).
     fn absorb(&mut self, rows: Vec<sqlx::postgres::PgRow>) -> Result<(), sqlx::Error> {
