@@ -63,6 +63,11 @@ pub struct DatabaseSettings {
     /// (docs/benchmarks.md).
     #[arg(long, env = "SHOPD_PG_COMMITTERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pg_committers: u32,
+    /// SQLite: once the write-ahead log holds this many pages (4 KiB each), the committer
+    /// completes a checkpoint between two batches and the log starts over from its beginning.
+    /// Bounds the `-wal` file under steady load (≈ 16 MiB at the default).
+    #[arg(long, env = "SHOPD_SQLITE_WAL_RESTART_PAGES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sqlite_wal_restart_pages: u32,
 }
 
 impl DatabaseSettings {
@@ -76,6 +81,7 @@ impl DatabaseSettings {
             commit_wait: Duration::ZERO,
             commit_queue: 16_384,
             pg_committers: 1,
+            sqlite_wal_restart_pages: 4096,
         }
     }
 
@@ -89,6 +95,7 @@ impl DatabaseSettings {
                 wait: self.commit_wait,
                 queue_capacity: self.commit_queue as usize,
                 pg_committers: self.pg_committers as usize,
+                sqlite_wal_restart_pages: self.sqlite_wal_restart_pages,
             },
         }
     }

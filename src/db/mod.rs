@@ -300,6 +300,7 @@ impl Db {
         connect: SqliteConnectOptions,
         options: &DbOptions,
     ) -> anyhow::Result<Db> {
+        lite::configure_library();
         // The committer writes through a connection of its own: it and the read pool must
         // open the same file.
         let file = connect.get_filename().to_string_lossy();

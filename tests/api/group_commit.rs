@@ -36,6 +36,65 @@ on_both_backends!(
     a_failed_batch_hands_over_nothing,
 );
 
+/// Under writes that never pause, the SQLite WAL still starts over from its beginning again and
+/// again (the committer completes a checkpoint between two batches once the WAL holds
+/// `--sqlite-wal-restart-pages`), so the `-wal` file stays bounded. A `PASSIVE` checkpoint
+/// alone (the checkpointer thread) never catches up with a busy writer: without the
+/// committer's part the WAL never restarted and the file grew by every page written.
+#[tokio::test]
+async fn sqlite_wal_starts_over_under_steady_writes() {
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.database.sqlite_wal_restart_pages = 64;
+    })
+    .await
+    else {
+        return;
+    };
+    let wal = {
+        let mut path = app.sqlite_path().expect("a SQLite app").into_os_string();
+        path.push("-wal");
+        std::path::PathBuf::from(path)
+    };
+    app.db
+        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, "CREATE TABLE wal_load (body TEXT NOT NULL)")?;
+            Ok(())
+        })
+        .await
+        .expect("create the table");
+    // 16 writers, each inserting rows of ~3 KiB (about a page each) back to back for 3 s.
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let writers = (0..16).map(|_| {
+        let db = app.db.clone();
+        async move {
+            let mut rows = 0_u64;
+            while std::time::Instant::now() < until {
+                db.write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
+                    sql_execute!(tx, "INSERT INTO wal_load (body) VALUES ($1)", "x".repeat(3_000))?;
+                    Ok(())
+                })
+                .await
+                .expect("write");
+                rows += 1;
+            }
+            rows
+        }
+    });
+    let rows: u64 = join_all(writers).await.into_iter().sum();
+    // The WAL header counts how often the log started over (bytes 12..16, big-endian).
+    let header = std::fs::read(&wal).expect("read the WAL");
+    let restarts = u32::from_be_bytes(header[12..16].try_into().expect("4 bytes"));
+    let wal_pages = header.len() as u64 / 4_120;
+    assert!(
+        restarts >= 3,
+        "the WAL started over {restarts} times in 3 s of steady writes ({rows} rows)"
+    );
+    assert!(
+        wal_pages < rows / 2,
+        "the WAL file ({wal_pages} pages) is bounded, not as long as what was written ({rows} rows)"
+    );
+}
+
 /// A relay's hand-off, set on the app's database (the test app runs no relay of its own).
 fn listen_for_handoffs(app: &TestApp) -> (Arc<Handoff>, mpsc::Receiver<Written>) {
     let (queue, handed) = mpsc::channel(1_000);

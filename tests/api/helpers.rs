@@ -241,6 +241,14 @@ impl TestApp {
         (address, state, RunningServer { shutdown, task })
     }
 
+    /// The database file of a SQLite app (`None` on PostgreSQL or for a second instance).
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        match &self.storage {
+            Storage::Sqlite(dir) => Some(dir.path().join("shopd.db")),
+            _ => None,
+        }
+    }
+
     /// This server's state (for running its sweeper or relay directly).
     pub fn state(&self) -> &shopd::AppState {
         self.state.as_ref().expect("a server this harness started")
