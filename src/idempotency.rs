@@ -16,7 +16,6 @@ use std::time::Duration;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use crate::auth::Principal;
 use crate::db::{Locks, Tx};
@@ -28,27 +27,81 @@ use crate::store::{self, idempotency as keys};
 pub const REPLAYED_HEADER: &str = "idempotent-replayed";
 
 /// A response that can be stored and replayed: status plus JSON body.
-#[derive(Debug, Clone)]
+///
+/// The body is serialised only where it is needed: for a keyed request inside the command (the
+/// key stores it), otherwise when the response is written, on an HTTP worker — not on the
+/// committer's thread, which every write waits for.
 pub struct Reply {
     pub status: StatusCode,
-    pub body: Value,
+    body: ReplyBody,
+}
+
+enum ReplyBody {
+    /// Serialised already (a stored answer replayed, or a keyed answer just stored).
+    Json(String),
+    Lazy(Box<dyn LazyJson>),
+}
+
+/// A value serialised later, on whichever thread needs its JSON.
+trait LazyJson: Send {
+    fn to_json(&self) -> serde_json::Result<String>;
+}
+
+impl<T: Serialize + Send> LazyJson for T {
+    fn to_json(&self) -> serde_json::Result<String> {
+        serde_json::to_string(self)
+    }
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reply")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Reply {
-    pub fn json<T: Serialize>(status: StatusCode, body: &T) -> AppResult<Self> {
-        let body = serde_json::to_value(body).map_err(anyhow::Error::from)?;
-        Ok(Reply { status, body })
+    pub fn json<T: Serialize + Send + 'static>(status: StatusCode, body: T) -> AppResult<Self> {
+        Ok(Reply {
+            status,
+            body: ReplyBody::Lazy(Box::new(body)),
+        })
     }
 
     /// An error answer whose transaction still commits (e.g. a recorded FAILED payment).
     pub fn error(err: &AppError) -> AppResult<Self> {
-        Reply::json(err.status(), &err.body())
+        Reply::json(err.status(), err.body())
+    }
+
+    /// The body's JSON text, serialised now (and kept) if it was not yet.
+    fn body_json(&mut self) -> AppResult<&str> {
+        if let ReplyBody::Lazy(value) = &self.body {
+            let json = value.to_json().map_err(anyhow::Error::from)?;
+            self.body = ReplyBody::Json(json);
+        }
+        match &self.body {
+            ReplyBody::Json(json) => Ok(json),
+            ReplyBody::Lazy(_) => Err(anyhow::anyhow!("reply body not serialised").into()),
+        }
     }
 }
 
 impl IntoResponse for Reply {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+    fn into_response(mut self) -> Response {
+        let status = self.status;
+        match self.body_json() {
+            Ok(json) => (
+                status,
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )],
+                json.to_owned(),
+            )
+                .into_response(),
+            Err(err) => err.into_response(),
+        }
     }
 }
 
@@ -87,10 +140,10 @@ where
             }
             tx.nested_savepoint().await?;
             match op(tx).await {
-                Ok(reply) => {
+                Ok(mut reply) => {
                     tx.release_nested().await?;
-                    let body = reply.body.to_string();
-                    keys::complete(tx, &scope, &key, reply.status.as_u16(), &body).await?;
+                    let status = reply.status.as_u16();
+                    keys::complete(tx, &scope, &key, status, reply.body_json()?).await?;
                     Ok(Answer::Fresh(reply))
                 }
                 // Unexpected: roll back the key with the effect, so a retry runs again.
@@ -161,7 +214,15 @@ fn stored_reply(row: &keys::KeyRow) -> AppResult<Reply> {
         .and_then(|s| u16::try_from(s).ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .ok_or_else(|| anyhow::anyhow!("stored idempotent response has no valid status"))?;
-    let body: Value = serde_json::from_str(row.response_body.as_deref().unwrap_or("null"))
-        .map_err(anyhow::Error::from)?;
-    Ok(Reply { status, body })
+    // Stored as serialised JSON by this module (checked: a stored body that is not JSON is
+    // a server error, not replayed as such).
+    let body = row
+        .response_body
+        .clone()
+        .unwrap_or_else(|| "null".to_string());
+    serde_json::from_str::<serde::de::IgnoredAny>(&body).map_err(anyhow::Error::from)?;
+    Ok(Reply {
+        status,
+        body: ReplyBody::Json(body),
+    })
 }

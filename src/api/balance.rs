@@ -124,7 +124,7 @@ async fn charge(
                 now: store::now(),
             };
             let row = balance::charge(tx, cmd).await?;
-            Reply::json(StatusCode::OK, &Balance::from(row))
+            Reply::json(StatusCode::OK, Balance::from(row))
         },
     )
     .await

@@ -238,7 +238,7 @@ async fn create_campaign(
         Locks::none(),
         async move |tx: &mut Tx| {
             let row = coupons::create_campaign(tx, &campaign, store::now()).await?;
-            Reply::json(StatusCode::CREATED, &Campaign::try_from(row)?)
+            Reply::json(StatusCode::CREATED, Campaign::try_from(row)?)
         },
     )
     .await
@@ -315,7 +315,7 @@ async fn issue_coupon(
                 },
             )
             .await?;
-            Reply::json(StatusCode::CREATED, &UserCoupon::from_row(row, now)?)
+            Reply::json(StatusCode::CREATED, UserCoupon::from_row(row, now)?)
         },
     )
     .await

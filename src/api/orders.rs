@@ -302,7 +302,7 @@ fn actor(caller: Principal) -> Actor {
 /// The order as the transaction now sees it.
 async fn order_reply(tx: &mut Tx, status: StatusCode, order_id: i64) -> AppResult<Reply> {
     let details = store_orders::find_order(tx, order_id, Actor { member: None }).await?;
-    Reply::json(status, &Order::try_from(details)?)
+    Reply::json(status, Order::try_from(details)?)
 }
 
 fn insufficient(order_id: i64, total: i64, balance: i64) -> AppResult<Reply> {
@@ -378,7 +378,7 @@ async fn place_order(
                 Some(Payment::InsufficientBalance { balance, total }) => {
                     insufficient(placed.details.order.id, total, balance)
                 }
-                _ => Reply::json(StatusCode::CREATED, &Order::try_from(placed.details)?),
+                _ => Reply::json(StatusCode::CREATED, Order::try_from(placed.details)?),
             }
         },
     )

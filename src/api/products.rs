@@ -202,7 +202,7 @@ async fn create_product(
         Locks::none(),
         async move |tx: &mut Tx| {
             let row = products::create_product(tx, &product, store::now()).await?;
-            Reply::json(StatusCode::CREATED, &Product::try_from(row)?)
+            Reply::json(StatusCode::CREATED, Product::try_from(row)?)
         },
     )
     .await
@@ -259,7 +259,7 @@ async fn adjust_stock(
         },
         async move |tx: &mut Tx| {
             let row = products::adjust_stock(tx, product_id, delta, store::now()).await?;
-            Reply::json(StatusCode::OK, &Product::try_from(row)?)
+            Reply::json(StatusCode::OK, Product::try_from(row)?)
         },
     )
     .await

@@ -180,7 +180,7 @@ async fn refund_order(
             };
             let refund = store_orders::refund_order(tx, cmd).await?;
             metrics::counter!("refunds_total").increment(1);
-            Reply::json(StatusCode::CREATED, &Refund::from(refund))
+            Reply::json(StatusCode::CREATED, Refund::from(refund))
         },
     )
     .await

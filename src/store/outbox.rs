@@ -3,7 +3,8 @@
 //! `ORDER_EXPIRED` and `ORDER_REFUNDED`.
 
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::db::work::Table;
@@ -19,45 +20,89 @@ pub const ORDER_REFUNDED: &str = "ORDER_REFUNDED";
 
 /// The `order` object of every event's payload (SPEC §10), with the order's status as of the
 /// event. `paidAt` is null for an order that was never paid (cancelled, expired).
-pub fn order_json(order: &OrderRow, lines: &[LineRow], status: &str) -> Value {
-    let items: Vec<Value> = lines
-        .iter()
-        .map(|l| {
-            json!({
-                "productId": l.product_id,
-                "name": l.name,
-                "unitPrice": l.unit_price,
-                "quantity": l.quantity,
-                "lineTotal": l.line_total,
-            })
-        })
-        .collect();
-    let mut order_json = json!({
-        "id": order.id,
-        "userId": order.user_id,
-        "status": status,
-        "items": items,
-        "subtotal": order.subtotal,
-        "discount": order.discount,
-        "total": order.total,
-        "paidAt": order.paid_at.map(crate::domain::time::format_time),
-    });
-    if let Some(id) = order.user_coupon_id {
-        order_json["userCouponId"] = json!(id);
-    }
-    if let Some(id) = order.coupon_id {
-        order_json["couponId"] = json!(id);
-    }
-    order_json
+///
+/// Payloads are serialised straight from these types (no `Value` tree: this runs on the
+/// committer's thread for every paid order). Fields are declared in alphabetical order, so
+/// the text is the same canonical JSON (sorted keys, compact) a `serde_json::Value` prints.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct OrderJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    coupon_id: Option<i64>,
+    discount: i64,
+    id: i64,
+    items: Vec<ItemJson<'a>>,
+    paid_at: Option<String>,
+    status: &'a str,
+    subtotal: i64,
+    total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_coupon_id: Option<i64>,
+    user_id: i64,
 }
 
-fn envelope(event_id: Uuid, event_type: &str, occurred_at: DateTime<Utc>, order: Value) -> Value {
-    json!({
-        "eventId": event_id.to_string(),
-        "type": event_type,
-        "occurredAt": crate::domain::time::format_time(occurred_at),
-        "order": order,
-    })
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ItemJson<'a> {
+    line_total: i64,
+    name: &'a str,
+    product_id: i64,
+    quantity: i64,
+    unit_price: i64,
+}
+
+/// An event: envelope and order (and, for `ORDER_REFUNDED`, the refund).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct EventJson<'a> {
+    event_id: String,
+    occurred_at: String,
+    order: OrderJson<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refund: Option<Value>,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+}
+
+fn order_json<'a>(order: &'a OrderRow, lines: &'a [LineRow], status: &'a str) -> OrderJson<'a> {
+    OrderJson {
+        coupon_id: order.coupon_id,
+        discount: order.discount,
+        id: order.id,
+        items: lines
+            .iter()
+            .map(|l| ItemJson {
+                line_total: l.line_total,
+                name: &l.name,
+                product_id: l.product_id,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            })
+            .collect(),
+        paid_at: order.paid_at.map(crate::domain::time::format_time),
+        status,
+        subtotal: order.subtotal,
+        total: order.total,
+        user_coupon_id: order.user_coupon_id,
+        user_id: order.user_id,
+    }
+}
+
+fn event_text(
+    event_id: Uuid,
+    event_type: &str,
+    occurred_at: DateTime<Utc>,
+    order: OrderJson<'_>,
+    refund: Option<Value>,
+) -> AppResult<String> {
+    let event = EventJson {
+        event_id: event_id.to_string(),
+        occurred_at: crate::domain::time::format_time(occurred_at),
+        order,
+        refund,
+        event_type,
+    };
+    Ok(serde_json::to_string(&event).map_err(anyhow::Error::from)?)
 }
 
 /// The `ORDER_PAID` payload of SPEC §10.
@@ -66,10 +111,10 @@ pub fn order_paid_payload(
     order: &OrderRow,
     lines: &[LineRow],
     paid_at: DateTime<Utc>,
-) -> Value {
+) -> AppResult<String> {
     let mut order_json = order_json(order, lines, "PAID");
-    order_json["paidAt"] = json!(crate::domain::time::format_time(paid_at));
-    envelope(event_id, ORDER_PAID, paid_at, order_json)
+    order_json.paid_at = Some(crate::domain::time::format_time(paid_at));
+    event_text(event_id, ORDER_PAID, paid_at, order_json, None)
 }
 
 /// Write one event in the caller's transaction. In a committer with a relay listening, the
@@ -81,12 +126,11 @@ async fn enqueue(
     event_id: Uuid,
     event_type: &str,
     order_id: i64,
-    payload: &Value,
+    payload: String,
     now: DateTime<Utc>,
 ) -> AppResult<()> {
     let lease_until = committer::handoff_lease(now);
     let id = event_id.to_string();
-    let payload = payload.to_string();
     crate::db::work::insert(
         tx,
         Table::Outbox,
@@ -122,8 +166,8 @@ pub async fn enqueue_order_paid(
     paid_at: DateTime<Utc>,
 ) -> AppResult<Uuid> {
     let event_id = Uuid::now_v7();
-    let payload = order_paid_payload(event_id, order, lines, paid_at);
-    enqueue(tx, event_id, ORDER_PAID, order.id, &payload, paid_at).await?;
+    let payload = order_paid_payload(event_id, order, lines, paid_at)?;
+    enqueue(tx, event_id, ORDER_PAID, order.id, payload, paid_at).await?;
     Ok(event_id)
 }
 
@@ -137,13 +181,14 @@ pub async fn enqueue_order_released(
     now: DateTime<Utc>,
 ) -> AppResult<Uuid> {
     let event_id = Uuid::now_v7();
-    let payload = envelope(
+    let payload = event_text(
         event_id,
         event_type,
         now,
         order_json(order, lines, &order.status),
-    );
-    enqueue(tx, event_id, event_type, order.id, &payload, now).await?;
+        None,
+    )?;
+    enqueue(tx, event_id, event_type, order.id, payload, now).await?;
     Ok(event_id)
 }
 
@@ -157,14 +202,14 @@ pub async fn enqueue_order_refunded(
     now: DateTime<Utc>,
 ) -> AppResult<Uuid> {
     let event_id = Uuid::now_v7();
-    let mut payload = envelope(
+    let payload = event_text(
         event_id,
         ORDER_REFUNDED,
         now,
         order_json(order, lines, &order.status),
-    );
-    payload["refund"] = refund;
-    enqueue(tx, event_id, ORDER_REFUNDED, order.id, &payload, now).await?;
+        Some(refund),
+    )?;
+    enqueue(tx, event_id, ORDER_REFUNDED, order.id, payload, now).await?;
     Ok(event_id)
 }
 
@@ -352,4 +397,84 @@ pub async fn requeue(tx: &mut Tx, id: &str, now: DateTime<Utc>) -> AppResult<Opt
         )?;
     }
     Ok(before)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(coupon: bool) -> (OrderRow, Vec<LineRow>) {
+        let at = DateTime::parse_from_rfc3339("2026-11-22T09:30:00.123Z")
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default();
+        let order = OrderRow {
+            id: 7,
+            user_id: 3,
+            status: "PENDING".into(),
+            from_cart: false,
+            subtotal: 3_000,
+            discount: if coupon { 500 } else { 0 },
+            total: if coupon { 2_500 } else { 3_000 },
+            user_coupon_id: coupon.then_some(11),
+            coupon_id: coupon.then_some(2),
+            expires_at: at,
+            created_at: at,
+            updated_at: at,
+            paid_at: None,
+            confirmed_at: None,
+            refunded_amount: 0,
+        };
+        let lines = vec![LineRow {
+            order_id: 7,
+            product_id: 5,
+            name: "Tea \"green\"".into(),
+            unit_price: 1_000,
+            quantity: 3,
+            line_total: 3_000,
+            refunded_quantity: 0,
+        }];
+        (order, lines)
+    }
+
+    /// The payload text is canonical JSON (sorted keys, compact: what a `Value` prints), with
+    /// every field of SPEC §10, coupons only when the order has one.
+    #[test]
+    fn event_payloads_are_canonical_json_with_every_field() {
+        for coupon in [false, true] {
+            let (order, lines) = order(coupon);
+            let at = order.created_at;
+            let paid = order_paid_payload(Uuid::nil(), &order, &lines, at).expect("payload");
+            let value: Value = serde_json::from_str(&paid).expect("json");
+            assert_eq!(paid, value.to_string(), "canonical text");
+            assert_eq!(value["type"], "ORDER_PAID");
+            assert_eq!(value["eventId"], Uuid::nil().to_string());
+            assert_eq!(value["occurredAt"], "2026-11-22T09:30:00.123000Z");
+            let o = &value["order"];
+            assert_eq!(o["status"], "PAID");
+            assert_eq!(o["paidAt"], "2026-11-22T09:30:00.123000Z");
+            assert_eq!((o["id"].as_i64(), o["userId"].as_i64()), (Some(7), Some(3)));
+            assert_eq!(
+                o["total"].as_i64(),
+                Some(if coupon { 2_500 } else { 3_000 })
+            );
+            assert_eq!(o.get("couponId").is_some(), coupon);
+            assert_eq!(o.get("userCouponId").is_some(), coupon);
+            assert_eq!(o["items"][0]["name"], "Tea \"green\"");
+            assert_eq!(o["items"][0]["lineTotal"].as_i64(), Some(3_000));
+
+            let refund = serde_json::json!({ "id": 1, "amount": 1_000 });
+            let text = event_text(
+                Uuid::nil(),
+                ORDER_REFUNDED,
+                at,
+                order_json(&order, &lines, &order.status),
+                Some(refund.clone()),
+            )
+            .expect("payload");
+            let value: Value = serde_json::from_str(&text).expect("json");
+            assert_eq!(text, value.to_string(), "canonical text");
+            assert_eq!(value["refund"], refund);
+            assert_eq!(value["order"]["paidAt"], Value::Null, "never paid: null");
+        }
+    }
 }
