@@ -70,7 +70,11 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
             let mut rows = 0_u64;
             while std::time::Instant::now() < until {
                 db.write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
-                    sql_execute!(tx, "INSERT INTO wal_load (body) VALUES ($1)", "x".repeat(3_000))?;
+                    sql_execute!(
+                        tx,
+                        "INSERT INTO wal_load (body) VALUES ($1)",
+                        "x".repeat(3_000)
+                    )?;
                     Ok(())
                 })
                 .await
