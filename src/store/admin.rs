@@ -66,15 +66,52 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
         (None, None) => sql_all!(OrderRow; h, admin_order_query!(""), f.from, at, id, f.limit)?,
         (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
             f.from, at, id, f.limit, status)?,
-        (None, Some(user_id)) => sql_all!(OrderRow; h, admin_order_query!("user_id = $5 AND"),
-            f.from, at, id, f.limit, user_id)?,
+        (None, Some(user_id)) => {
+            let sql = admin_order_query!("user_id = $5 AND");
+            member_orders(h, sql, f, (at, id), user_id, None).await?
+        }
         // A member has few orders: walk the member's index and check the status on each row.
         // `status || ''` keeps SQLite (which has no statistics) from picking the status index.
-        (Some(status), Some(user_id)) => sql_all!(OrderRow; h,
-            admin_order_query!("user_id = $5 AND (status || '') = $6 AND"),
-            f.from, at, id, f.limit, user_id, status)?,
+        (Some(status), Some(user_id)) => {
+            let sql = admin_order_query!("user_id = $5 AND (status || '') = $6 AND");
+            member_orders(h, sql, f, (at, id), user_id, Some(status)).await?
+        }
     };
     Ok(rows)
+}
+
+/// A page of one member's orders: the member's orders (`orders_by_user`) sorted by
+/// `created_at`, or, for a short window, that window on `orders_by_created`.
+///
+/// On PostgreSQL the statement is sent unprepared, so it is planned with its values: a cached
+/// generic plan cannot tell a one-day window from all time and walked `orders_by_created`
+/// backwards through everyone's orders looking for the member's (p50 0.5 → 5.6 ms at 200,000
+/// orders once migration 0013 dropped `orders_by_user_created`).
+async fn member_orders(
+    h: &mut impl Handle,
+    sql: &'static str,
+    f: &OrderFilter,
+    (at, id): (DateTime<Utc>, i64),
+    user_id: i64,
+    status: Option<&'static str>,
+) -> AppResult<Vec<OrderRow>> {
+    if let Raw::Postgres(c) = h.raw() {
+        let query = sqlx::query_as::<_, OrderRow>(sql)
+            .bind(f.from)
+            .bind(at)
+            .bind(id)
+            .bind(f.limit)
+            .bind(user_id);
+        let query = match status {
+            Some(status) => query.bind(status),
+            None => query,
+        };
+        return Ok(query.persistent(false).fetch_all(c).await?);
+    }
+    Ok(match status {
+        None => sql_all!(OrderRow; h, sql, f.from, at, id, f.limit, user_id)?,
+        Some(status) => sql_all!(OrderRow; h, sql, f.from, at, id, f.limit, user_id, status)?,
+    })
 }
 
 /// The `created_at` of the order a cursor names (`None`: no such order).
