@@ -53,12 +53,16 @@ pub fn configure_library() {
 impl LiteConn {
     /// Open the database file for writing with the same pragmas as the sqlx pools.
     pub fn open(path: &Path, durable: bool) -> Result<Self, sqlx::Error> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_CREATE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // Durable: the WAL frames of a commit go to the file in one write (`lite_vfs`). That
+        // relies on the sync every durable commit makes, so the relaxed mode keeps the plain VFS.
+        let conn = if durable && super::lite_vfs::register() {
+            Connection::open_with_flags_and_vfs(path, flags, super::lite_vfs::VFS_NAME)
+        } else {
+            Connection::open_with_flags(path, flags)
+        }
         .map_err(|e| {
             sqlx::Error::Configuration(
                 format!("cannot open SQLite database {}: {e}", path.display()).into(),
@@ -108,6 +112,31 @@ impl LiteConn {
             stmt.raw_execute().map_err(lite)?;
         }
         Ok(())
+    }
+
+    /// The name of the VFS the connection's main database was opened with.
+    #[cfg(test)]
+    pub fn vfs_name(&self) -> Option<String> {
+        let mut vfs: *mut rusqlite::ffi::sqlite3_vfs = std::ptr::null_mut();
+        // SAFETY: SQLITE_FCNTL_VFS_POINTER stores the connection's VFS (which lives as long as
+        // the process) in the pointer it is given; its name is a NUL-terminated string.
+        #[allow(unsafe_code)]
+        unsafe {
+            let rc = rusqlite::ffi::sqlite3_file_control(
+                self.conn.handle(),
+                c"main".as_ptr(),
+                rusqlite::ffi::SQLITE_FCNTL_VFS_POINTER,
+                (&mut vfs as *mut *mut rusqlite::ffi::sqlite3_vfs).cast(),
+            );
+            if rc != rusqlite::ffi::SQLITE_OK || vfs.is_null() || (*vfs).zName.is_null() {
+                return None;
+            }
+            Some(
+                std::ffi::CStr::from_ptr((*vfs).zName)
+                    .to_string_lossy()
+                    .into_owned(),
+            )
+        }
     }
 
     /// The value of a pragma (tests check `synchronous`).

@@ -8,6 +8,7 @@
 mod args;
 pub mod committer;
 pub mod lite;
+mod lite_vfs;
 mod macros;
 pub mod work;
 
