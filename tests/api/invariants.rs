@@ -276,4 +276,25 @@ pub async fn assert_invariants(app: &TestApp) {
         payments, -debits,
         "PAYMENT ledger entries equal succeeded payments"
     );
+    // Every line, status change and payment belongs to an order, and every order has lines and
+    // a history (PostgreSQL checks no foreign key here since migration 0014; SQLite does).
+    let orphans: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT (SELECT COUNT(*) FROM order_lines l WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = l.order_id))
+              + (SELECT COUNT(*) FROM order_status_history h WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = h.order_id))
+              + (SELECT COUNT(*) FROM payments p WHERE NOT EXISTS (SELECT 1 FROM orders o WHERE o.id = p.order_id))"
+    )
+    .expect("orphans");
+    assert_eq!(
+        orphans, 0,
+        "no line, status change or payment without its order"
+    );
+    let bare: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT COUNT(*) FROM orders o
+         WHERE NOT EXISTS (SELECT 1 FROM order_lines l WHERE l.order_id = o.id)
+            OR NOT EXISTS (SELECT 1 FROM order_status_history h WHERE h.order_id = o.id)"
+    )
+    .expect("bare orders");
+    assert_eq!(bare, 0, "every order has its lines and its history");
 }

@@ -9,6 +9,7 @@ use crate::invariants::assert_invariants;
 use crate::on_both_backends;
 
 on_both_backends!(
+    an_order_can_never_be_deleted,
     order_is_paid_at_order_time_price,
     products_not_on_sale_or_short_reserve_nothing,
     coupons_discount_orders,
@@ -1167,4 +1168,42 @@ async fn orders_are_listed_with_history(backend: Backend) {
         (StatusCode::BAD_REQUEST, "VALIDATION_ERROR", Some("status")),
         "{err}"
     );
+}
+
+/// Nothing deletes an order, and the database refuses it (PostgreSQL: a trigger, which stands
+/// in for the foreign keys of its lines, history and payments dropped by migration 0014;
+/// SQLite: those foreign keys).
+async fn an_order_can_never_be_deleted(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let (user_id, token) = app.member("deleter").await;
+    app.charge(user_id, &token, 10_000).await;
+    let product = app.product("Kettle", 1_000, 5).await;
+    let (status, order) = app.order(&token, &[(product, 2)], json!({})).await;
+    assert_eq!(status, StatusCode::CREATED, "{order}");
+    let order_id = order["id"].as_i64().expect("id");
+    let deleted = app
+        .db
+        .write(
+            shopd::db::Locks::none(),
+            async move |tx: &mut shopd::db::Tx| -> shopd::error::AppResult<u64> {
+                Ok(shopd::sql_execute!(
+                    tx,
+                    "DELETE FROM orders WHERE id = $1",
+                    order_id
+                )?)
+            },
+        )
+        .await;
+    assert!(
+        deleted.is_err(),
+        "deleting an order is refused: {deleted:?}"
+    );
+    let (status, body) = app.get(&format!("/orders/{order_id}"), Some(&token)).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::OK, Some("PAID"))
+    );
+    assert_invariants(&app).await;
 }
