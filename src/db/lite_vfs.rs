@@ -205,26 +205,6 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
 }
 
 #[allow(unsafe_code)]
-unsafe extern "C" fn read(
-    file: *mut ffi::sqlite3_file,
-    buf: *mut c_void,
-    amount: c_int,
-    offset: i64,
-) -> c_int {
-    unsafe {
-        let f = held(file);
-        let rc = release(f);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match methods(f).xRead {
-            Some(read) => read(f.real, buf, amount, offset),
-            None => ffi::SQLITE_IOERR_READ,
-        }
-    }
-}
-
-#[allow(unsafe_code)]
 unsafe extern "C" fn write(
     file: *mut ffi::sqlite3_file,
     buf: *const c_void,
@@ -260,77 +240,21 @@ unsafe extern "C" fn write(
     }
 }
 
-#[allow(unsafe_code)]
-unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    unsafe {
-        let f = held(file);
-        let rc = release(f);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match methods(f).xTruncate {
-            Some(truncate) => truncate(f.real, size),
-            None => ffi::SQLITE_IOERR_TRUNCATE,
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    unsafe {
-        let f = held(file);
-        let rc = release(f);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match methods(f).xSync {
-            Some(sync) => sync(f.real, flags),
-            None => ffi::SQLITE_IOERR_FSYNC,
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    unsafe {
-        let f = held(file);
-        let rc = release(f);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match methods(f).xFileSize {
-            Some(file_size) => file_size(f.real, size),
-            None => ffi::SQLITE_IOERR_FSTAT,
-        }
-    }
-}
-
-#[allow(unsafe_code)]
-unsafe extern "C" fn file_control(
-    file: *mut ffi::sqlite3_file,
-    op: c_int,
-    arg: *mut c_void,
-) -> c_int {
-    unsafe {
-        let f = held(file);
-        let rc = release(f);
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        match methods(f).xFileControl {
-            Some(file_control) => file_control(f.real, op, arg),
-            None => ffi::SQLITE_NOTFOUND,
-        }
-    }
-}
-
-/// The methods that only pass the call on.
+/// The methods that pass the call on to the platform's file, after writing what is held when
+/// they name `release` (anything that reads, sizes, cuts or syncs the file, or controls it).
 macro_rules! pass_on {
-    ($name:ident, $field:ident, $missing:expr, ($($arg:ident: $ty:ty),*)) => {
+    ($name:ident, $field:ident, $missing:expr, ($($arg:ident: $ty:ty),*) $(, $release:ident)?) => {
         #[allow(unsafe_code)]
         unsafe extern "C" fn $name(file: *mut ffi::sqlite3_file $(, $arg: $ty)*) -> c_int {
             unsafe {
                 let f = held(file);
+                $(
+                    let _ = stringify!($release);
+                    let rc = release(f);
+                    if rc != ffi::SQLITE_OK {
+                        return rc;
+                    }
+                )?
                 match methods(f).$field {
                     Some(method) => method(f.real $(, $arg)*),
                     None => $missing,
@@ -340,6 +264,11 @@ macro_rules! pass_on {
     };
 }
 
+pass_on!(read, xRead, ffi::SQLITE_IOERR_READ, (buf: *mut c_void, amount: c_int, offset: i64), release);
+pass_on!(truncate, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, (size: i64), release);
+pass_on!(sync, xSync, ffi::SQLITE_IOERR_FSYNC, (flags: c_int), release);
+pass_on!(file_size, xFileSize, ffi::SQLITE_IOERR_FSTAT, (size: *mut i64), release);
+pass_on!(file_control, xFileControl, ffi::SQLITE_NOTFOUND, (op: c_int, arg: *mut c_void), release);
 pass_on!(lock, xLock, ffi::SQLITE_IOERR_LOCK, (level: c_int));
 pass_on!(unlock, xUnlock, ffi::SQLITE_IOERR_UNLOCK, (level: c_int));
 pass_on!(check_reserved_lock, xCheckReservedLock, ffi::SQLITE_IOERR_CHECKRESERVEDLOCK, (out: *mut c_int));
