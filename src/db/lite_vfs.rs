@@ -149,16 +149,16 @@ unsafe extern "C" fn open(
 }
 
 #[allow(unsafe_code)]
-unsafe fn held(file: *mut ffi::sqlite3_file) -> &'static mut HeldFile {
+unsafe fn held<'a>(file: *mut ffi::sqlite3_file) -> &'a mut HeldFile {
     unsafe { &mut *file.cast::<HeldFile>() }
 }
 
 #[allow(unsafe_code)]
-unsafe fn methods(f: &HeldFile) -> &'static ffi::sqlite3_io_methods {
+unsafe fn methods<'a>(f: &HeldFile) -> &'a ffi::sqlite3_io_methods {
     unsafe { &*(*f.real).pMethods }
 }
 
-/// Pass the held bytes on, in one write.
+/// Pass the held bytes on, in writes of at most `WRITE_MAX` bytes.
 #[allow(unsafe_code)]
 unsafe fn release(f: &mut HeldFile) -> c_int {
     if f.held.is_empty() {
