@@ -77,27 +77,34 @@ impl Reply {
     /// The body's JSON text, serialised now (and kept) if it was not yet.
     fn body_json(&mut self) -> AppResult<&str> {
         if let ReplyBody::Lazy(value) = &self.body {
-            let json = value.to_json().map_err(anyhow::Error::from)?;
-            self.body = ReplyBody::Json(json);
+            self.body = ReplyBody::Json(value.to_json().map_err(anyhow::Error::from)?);
         }
         match &self.body {
             ReplyBody::Json(json) => Ok(json),
+            // Serialised just above.
             ReplyBody::Lazy(_) => Err(anyhow::anyhow!("reply body not serialised").into()),
+        }
+    }
+
+    fn into_json(self) -> AppResult<String> {
+        match self.body {
+            ReplyBody::Json(json) => Ok(json),
+            ReplyBody::Lazy(value) => Ok(value.to_json().map_err(anyhow::Error::from)?),
         }
     }
 }
 
 impl IntoResponse for Reply {
-    fn into_response(mut self) -> Response {
+    fn into_response(self) -> Response {
         let status = self.status;
-        match self.body_json() {
+        match self.into_json() {
             Ok(json) => (
                 status,
                 [(
                     axum::http::header::CONTENT_TYPE,
                     HeaderValue::from_static("application/json"),
                 )],
-                json.to_owned(),
+                json,
             )
                 .into_response(),
             Err(err) => err.into_response(),
