@@ -64,7 +64,13 @@ struct EventJson<'a> {
     event_type: &'a str,
 }
 
-fn order_json<'a>(order: &'a OrderRow, lines: &'a [LineRow], status: &'a str) -> OrderJson<'a> {
+/// `paid_at`: the order's, or (for `ORDER_PAID`) the payment being recorded.
+fn order_json<'a>(
+    order: &'a OrderRow,
+    lines: &'a [LineRow],
+    status: &'a str,
+    paid_at: Option<DateTime<Utc>>,
+) -> OrderJson<'a> {
     OrderJson {
         coupon_id: order.coupon_id,
         discount: order.discount,
@@ -79,7 +85,7 @@ fn order_json<'a>(order: &'a OrderRow, lines: &'a [LineRow], status: &'a str) ->
                 unit_price: l.unit_price,
             })
             .collect(),
-        paid_at: order.paid_at.map(crate::domain::time::format_time),
+        paid_at: paid_at.map(crate::domain::time::format_time),
         status,
         subtotal: order.subtotal,
         total: order.total,
@@ -112,8 +118,7 @@ pub fn order_paid_payload(
     lines: &[LineRow],
     paid_at: DateTime<Utc>,
 ) -> AppResult<String> {
-    let mut order_json = order_json(order, lines, "PAID");
-    order_json.paid_at = Some(crate::domain::time::format_time(paid_at));
+    let order_json = order_json(order, lines, "PAID", Some(paid_at));
     event_text(event_id, ORDER_PAID, paid_at, order_json, None)
 }
 
@@ -185,7 +190,7 @@ pub async fn enqueue_order_released(
         event_id,
         event_type,
         now,
-        order_json(order, lines, &order.status),
+        order_json(order, lines, &order.status, order.paid_at),
         None,
     )?;
     enqueue(tx, event_id, event_type, order.id, payload, now).await?;
@@ -206,7 +211,7 @@ pub async fn enqueue_order_refunded(
         event_id,
         ORDER_REFUNDED,
         now,
-        order_json(order, lines, &order.status),
+        order_json(order, lines, &order.status, order.paid_at),
         Some(refund),
     )?;
     enqueue(tx, event_id, ORDER_REFUNDED, order.id, payload, now).await?;
@@ -467,7 +472,7 @@ mod tests {
                 Uuid::nil(),
                 ORDER_REFUNDED,
                 at,
-                order_json(&order, &lines, &order.status),
+                order_json(&order, &lines, &order.status, order.paid_at),
                 Some(refund.clone()),
             )
             .expect("payload");

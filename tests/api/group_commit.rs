@@ -55,13 +55,7 @@ async fn sqlite_wal_starts_over_under_steady_writes() {
         path.push("-wal");
         std::path::PathBuf::from(path)
     };
-    app.db
-        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
-            sql_execute!(tx, "CREATE TABLE wal_load (body TEXT NOT NULL)")?;
-            Ok(())
-        })
-        .await
-        .expect("create the table");
+    create_table(&app, "CREATE TABLE wal_load (body TEXT NOT NULL)").await;
     // 16 writers, each inserting rows of ~3 KiB (about a page each) back to back for 3 s.
     let until = std::time::Instant::now() + Duration::from_secs(3);
     let writers = (0..16).map(|_| {
@@ -211,14 +205,18 @@ fn batching(settings: &mut shopd::config::Settings) {
     settings.database.pg_committers = 1;
 }
 
-async fn create_scratch_table(app: &TestApp) {
+async fn create_table(app: &TestApp, ddl: &'static str) {
     app.db
-        .write(Locks::none(), async |tx: &mut Tx| -> AppResult<()> {
-            sql_execute!(tx, "CREATE TABLE scratch (n BIGINT NOT NULL)")?;
+        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, ddl)?;
             Ok(())
         })
         .await
-        .expect("create scratch table");
+        .expect("create a table");
+}
+
+async fn create_scratch_table(app: &TestApp) {
+    create_table(app, "CREATE TABLE scratch (n BIGINT NOT NULL)").await;
 }
 
 async fn scratch_rows(app: &TestApp) -> Vec<i64> {
