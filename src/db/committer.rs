@@ -219,6 +219,14 @@ pub enum Target {
     Postgres(Box<PgConnectOptions>),
 }
 
+/// Session settings of a PostgreSQL committer's connection (see [`Committer::start`]).
+pub(crate) const COMMITTER_PG_SETTINGS: [(&str, &str); 4] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+    ("enable_hashjoin", "off"),
+    ("enable_mergejoin", "off"),
+];
+
 /// The handle requests use to submit commands. Cheap to clone; the committers stop when the
 /// last handle is dropped.
 #[derive(Clone, Debug)]
@@ -242,11 +250,16 @@ impl Committer {
             Target::Postgres(connect) => {
                 for i in 0..options.pg_committers.max(1) {
                     // The batch's flush is one large statement with array parameters: plan it
-                    // once per connection instead of at every batch.
+                    // once per connection instead of at every batch. A generic plan is made
+                    // once, often while the tables are still empty, and kept: without the
+                    // three `enable_*` settings the flush's `UPDATE users/products … FROM
+                    // unnest(…)` was planned as a hash join over a sequential scan of every
+                    // member and product, and ran so at every batch however large the tables
+                    // grew. A committer runs keyed writes only, so an index is always the
+                    // right path (a statement with none still runs: the settings only price
+                    // the other paths out).
                     let (connect, jobs, options, handoff) = (
-                        (*connect)
-                            .clone()
-                            .options([("plan_cache_mode", "force_generic_plan")]),
+                        (*connect).clone().options(COMMITTER_PG_SETTINGS),
                         jobs.clone(),
                         options.clone(),
                         handoff.clone(),

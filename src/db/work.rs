@@ -387,8 +387,9 @@ impl Column {
 }
 
 /// The one statement of a flush: every table's new rows, then the stock and balance rows,
-/// guarded by the values the batch read. Answers how many of each were updated.
-fn flush_sql() -> &'static str {
+/// guarded by the values the batch read. Answers how many of each were updated. Public for
+/// the test that reads its plan.
+pub fn flush_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
         let mut n = 0;

@@ -36,6 +36,65 @@ on_both_backends!(
     a_failed_batch_hands_over_nothing,
 );
 
+/// A committer's statements are planned once, often while the tables are still empty, and the
+/// plan is kept for the connection's life (`force_generic_plan`). Planned on empty tables
+/// with default settings, the batch's flush updated stock and balances through a hash join
+/// over a sequential scan of every product and every member, at every batch, whatever the
+/// tables grew to (10,000 members: 10,000 rows read per batch). The committer's connection
+/// prices sequential scans and hash/merge joins out: the generic plan of the flush, made on
+/// this fresh schema, reaches every row through an index.
+#[tokio::test]
+async fn the_flush_reaches_rows_through_indexes_even_when_planned_on_empty_tables() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let sql = shopd::db::work::flush_sql();
+    let params = sql
+        .split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .max()
+        .expect("the flush has parameters");
+    let explain = format!(
+        "EXPLAIN EXECUTE shopd_flush_probe({})",
+        vec!["NULL"; params].join(", ")
+    );
+    let plan = app
+        .db
+        .write(
+            Locks::none(),
+            async move |tx: &mut Tx| -> AppResult<Vec<String>> {
+                shopd::db::Handle::settle(tx).await?;
+                let shopd::db::Raw::Postgres(conn) = shopd::db::Handle::raw(tx) else {
+                    return Err(AppError::Internal(anyhow::anyhow!("not PostgreSQL")));
+                };
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "PREPARE shopd_flush_probe AS {sql}"
+                )))
+                .execute(&mut *conn)
+                .await?;
+                let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(explain))
+                    .fetch_all(&mut *conn)
+                    .await?;
+                sqlx::raw_sql("DEALLOCATE shopd_flush_probe")
+                    .execute(&mut *conn)
+                    .await?;
+                Ok(plan)
+            },
+        )
+        .await
+        .expect("explain the flush on the committer's connection");
+    let plan = plan.join("\n");
+    assert!(plan.contains("Index Scan using users_pkey"), "{plan}");
+    assert!(plan.contains("Index Scan using products_pkey"), "{plan}");
+    for scan in ["Seq Scan", "Hash Join", "Merge Join"] {
+        assert!(!plan.contains(scan), "{scan} in the flush's plan:\n{plan}");
+    }
+}
+
 /// Under writes that never pause, the SQLite WAL still starts over from its beginning again and
 /// again (the committer completes a checkpoint between two batches once the WAL holds
 /// `--sqlite-wal-restart-pages`), so the `-wal` file stays bounded. A `PASSIVE` checkpoint
