@@ -6,7 +6,8 @@
 #   bench/run.sh sqlite uniform-orders --duration 20s
 #   bench/run.sh postgres flash-sale --members 10000 --stock 1000
 #
-# Extra arguments go to shopd-bench (see `shopd-bench --help`). PostgreSQL uses a scratch
+# Extra arguments go to shopd-bench (see `shopd-bench --help`). SHOPD_SERVER_BIN runs another
+# server binary (an A/B comparison of two builds in one session). PostgreSQL uses a scratch
 # database `shopd_bench` on 127.0.0.1:5432 (dropped and recreated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +26,7 @@ case "$BACKEND" in
     URL="postgres://postgres@127.0.0.1:5432/shopd_bench" ;;
   *) echo "backend must be sqlite or postgres" >&2; exit 64 ;;
 esac
-RUST_LOG=warn target/release/shopd serve --listen "127.0.0.1:$PORT" --database-url "$URL" --admin-token "$TOKEN" \
+RUST_LOG=warn "${SHOPD_SERVER_BIN:-target/release/shopd}" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --admin-token "$TOKEN" \
   >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT

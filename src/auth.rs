@@ -80,6 +80,7 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(id) = state.member_tokens.get(&hash) {
             return Ok(Principal::Member(id));
         }
+        let generation = state.member_tokens.generation();
         let mut conn = state.db.read().await?;
         let id: Option<i64> = sql_scalar_optional!(
             &mut conn,
@@ -87,7 +88,7 @@ impl FromRequestParts<AppState> for Principal {
             &hash
         )?;
         let id = id.ok_or(AppError::Unauthorized)?;
-        state.member_tokens.put(hash, id);
+        state.member_tokens.put(hash, id, generation);
         Ok(Principal::Member(id))
     }
 }

@@ -45,7 +45,11 @@ impl Wakeup {
 /// CPU under order load. Only found tokens are kept. The cache is valid while the database's
 /// `token_epoch` is unchanged; it is re-read at most once per [`MemberTokenCache::RECHECK`],
 /// and any rotation or revocation bumps it ([`crate::store::users::bump_token_epoch`]), so a rotated token stops
-/// working on every instance within a second and a new member's token works at once.
+/// working on every instance within a second and a new member's token works at once. The
+/// instance that signs a member up keeps the new token at once (a flash sale's members order
+/// right after signing up: each first order read `users` before). A token found before a
+/// clear is never kept after it: [`Self::generation`] is read before the lookup (or the
+/// sign-up) and [`Self::put`] keeps nothing once it moved.
 #[derive(Clone, Default)]
 pub struct MemberTokenCache(std::sync::Arc<std::sync::Mutex<TokenCacheState>>);
 
@@ -54,6 +58,8 @@ pub struct TokenCacheState {
     tokens: std::collections::HashMap<String, i64>,
     epoch: Option<i64>,
     checked_at: Option<std::time::Instant>,
+    /// Moves at every clear.
+    generation: u64,
 }
 
 impl MemberTokenCache {
@@ -78,6 +84,7 @@ impl MemberTokenCache {
         if let Ok(mut state) = self.0.lock() {
             if state.epoch != Some(epoch) {
                 state.tokens.clear();
+                state.generation += 1;
                 state.epoch = Some(epoch);
             }
             state.checked_at = Some(std::time::Instant::now());
@@ -89,8 +96,18 @@ impl MemberTokenCache {
         self.0.lock().ok()?.tokens.get(hash).copied()
     }
 
-    pub(crate) fn put(&self, hash: String, id: i64) {
+    /// The cache's generation: read it before looking a token up, pass it to [`Self::put`].
+    pub(crate) fn generation(&self) -> Option<u64> {
+        self.0.lock().ok().map(|state| state.generation)
+    }
+
+    /// Keep a token found (or minted) while the cache was at `generation`; nothing if the
+    /// cache was cleared since (a rotation may have revoked it in between).
+    pub(crate) fn put(&self, hash: String, id: i64, generation: Option<u64>) {
         let Ok(mut state) = self.0.lock() else { return };
+        if generation != Some(state.generation) {
+            return;
+        }
         if state.tokens.len() >= Self::MAX_ENTRIES {
             state.tokens.clear();
         }
@@ -101,7 +118,31 @@ impl MemberTokenCache {
     pub fn clear(&self) {
         if let Ok(mut state) = self.0.lock() {
             state.tokens.clear();
+            state.generation += 1;
             state.checked_at = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MemberTokenCache;
+
+    #[test]
+    fn a_token_found_before_a_clear_is_not_kept_after_it() {
+        let cache = MemberTokenCache::default();
+        let before = cache.generation();
+        cache.put("kept".into(), 1, before);
+        assert_eq!(cache.get("kept"), Some(1));
+        // A rotation clears the cache while another request holds a token it looked up (or a
+        // sign-up a token it minted) under the old generation: that token is not kept.
+        let looked_up_at = cache.generation();
+        cache.clear();
+        cache.put("stale".into(), 2, looked_up_at);
+        assert_eq!(cache.get("stale"), None);
+        assert_eq!(cache.get("kept"), None);
+        // Looked up after the clear: kept.
+        cache.put("fresh".into(), 3, cache.generation());
+        assert_eq!(cache.get("fresh"), Some(3));
     }
 }

@@ -77,6 +77,10 @@ pub async fn create_member(state: &AppState, name: &str) -> AppResult<UserCreate
     let name = required_text("name", name, MAX_NAME_CHARS)?;
     let token = generate_token("shp_");
     let token_hash = hash_token(&token);
+    // Revalidated first, so the first member request does not clear what sign-ups kept.
+    state.member_tokens.revalidate(&state.db).await?;
+    let generation = state.member_tokens.generation();
+    let stored_hash = token_hash.clone();
     let user = state
         .db
         .write(Locks::none(), async move |tx: &mut Tx| {
@@ -84,13 +88,15 @@ pub async fn create_member(state: &AppState, name: &str) -> AppResult<UserCreate
                 tx,
                 users::CreateUser {
                     name: &name,
-                    token_hash: &token_hash,
+                    token_hash: &stored_hash,
                     now: store::now(),
                 },
             )
             .await
         })
         .await?;
+    // Committed: this instance knows the token is valid without reading it back.
+    state.member_tokens.put(token_hash, user.id, generation);
     Ok(UserCreated {
         id: user.id,
         name: user.name,

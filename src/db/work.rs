@@ -437,13 +437,14 @@ pub(crate) const PRODUCT_COLUMNS: &str = "id, name, price, status, stock";
 pub(crate) const USER_COLUMNS: &str = "id, balance";
 
 /// A statement that takes `count` ids for orders and as many for payments, as rows
-/// `(id_for, id)`.
+/// `(id_for, id)`. Each sequence is looked up once (`pg_get_serial_sequence` per row was 4 %
+/// of the committer's PostgreSQL time).
 pub(crate) fn take_ids_sql(count: usize) -> String {
     format!(
-        "SELECT 'orders' AS id_for, nextval(pg_get_serial_sequence('orders', 'id')) AS id \
-         FROM generate_series(1, {count}) \
-         UNION ALL SELECT 'payments', nextval(pg_get_serial_sequence('payments', 'id')) \
-         FROM generate_series(1, {count})"
+        "WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('orders', 'id')::regclass AS o, \
+         pg_get_serial_sequence('payments', 'id')::regclass AS p) \
+         SELECT 'orders' AS id_for, nextval(s.o) AS id FROM s, generate_series(1, {count}) \
+         UNION ALL SELECT 'payments', nextval(s.p) FROM s, generate_series(1, {count})"
     )
 }
 
