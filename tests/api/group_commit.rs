@@ -43,7 +43,7 @@ on_both_backends!(
 /// tables grew to (10,000 members: 10,000 rows read per batch). The committer's connection
 /// prices sequential scans and hash/merge joins out: the generic plan of the flush, made on
 /// this fresh schema, reaches every row through an index.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_flush_reaches_rows_through_indexes_even_when_planned_on_empty_tables() {
     let Some(app) = TestApp::spawn(Backend::Postgres).await else {
         return;
