@@ -49,9 +49,34 @@ pub struct Charge {
 }
 
 /// Add `amount` to the balance unless that would pass `max_balance`; writes the CHARGE entry.
-/// One conditional UPDATE: concurrent charges serialize on the row and none can overshoot.
+/// One conditional UPDATE: concurrent charges serialize on the row and none can overshoot. On
+/// a PostgreSQL batch the same rule runs against the batch's locked, cached balance and the
+/// batch's flush writes it (`db/work.rs`): charges then cost no statement of their own.
 pub async fn charge(tx: &mut Tx, cmd: Charge) -> AppResult<BalanceRow> {
     let amount = cmd.amount.get();
+    if let Some(cached) = crate::db::work::balance(tx, cmd.user_id).await? {
+        let balance = cached.ok_or_else(|| AppError::user_not_found(cmd.user_id))?;
+        if balance > cmd.max_balance.saturating_sub(amount) {
+            return Err(limit_exceeded(balance, amount, cmd.max_balance));
+        }
+        crate::db::work::set_balance(tx, cmd.user_id, balance + amount, cmd.now);
+        let row = BalanceRow {
+            user_id: cmd.user_id,
+            balance: balance + amount,
+            updated_at: cmd.now,
+        };
+        append_ledger(
+            tx,
+            cmd.user_id,
+            LedgerKind::Charge,
+            amount,
+            row.balance,
+            None,
+            cmd.now,
+        )
+        .await?;
+        return Ok(row);
+    }
     let updated = sql_optional!(BalanceRow; tx,
         "UPDATE users SET balance = balance + $1, balance_updated_at = $2
          WHERE id = $3 AND balance <= $4 - $1
@@ -62,14 +87,7 @@ pub async fn charge(tx: &mut Tx, cmd: Charge) -> AppResult<BalanceRow> {
             sql_scalar_optional!(tx, "SELECT balance FROM users WHERE id = $1", cmd.user_id)?;
         return Err(match balance {
             None => AppError::user_not_found(cmd.user_id),
-            Some(balance) => AppError::bad_request(
-                "BALANCE_LIMIT_EXCEEDED",
-                format!(
-                    "charging {amount} would take the balance past the maximum of {}",
-                    cmd.max_balance
-                ),
-                json!({ "balance": balance, "amount": amount, "maxBalance": cmd.max_balance }),
-            ),
+            Some(balance) => limit_exceeded(balance, amount, cmd.max_balance),
         });
     };
     append_ledger(
@@ -83,6 +101,14 @@ pub async fn charge(tx: &mut Tx, cmd: Charge) -> AppResult<BalanceRow> {
     )
     .await?;
     Ok(row)
+}
+
+fn limit_exceeded(balance: i64, amount: i64, max_balance: i64) -> AppError {
+    AppError::bad_request(
+        "BALANCE_LIMIT_EXCEEDED",
+        format!("charging {amount} would take the balance past the maximum of {max_balance}"),
+        json!({ "balance": balance, "amount": amount, "maxBalance": max_balance }),
+    )
 }
 
 /// Record a ledger entry; `magnitude` is signed by `kind`.
