@@ -54,41 +54,38 @@ pub struct Charge {
 /// batch's flush writes it (`db/work.rs`): charges then cost no statement of their own.
 pub async fn charge(tx: &mut Tx, cmd: Charge) -> AppResult<BalanceRow> {
     let amount = cmd.amount.get();
-    if let Some(cached) = crate::db::work::balance(tx, cmd.user_id).await? {
-        let balance = cached.ok_or_else(|| AppError::user_not_found(cmd.user_id))?;
-        if balance > cmd.max_balance.saturating_sub(amount) {
-            return Err(limit_exceeded(balance, amount, cmd.max_balance));
+    let row = match crate::db::work::balance(tx, cmd.user_id).await? {
+        Some(cached) => {
+            let balance = cached.ok_or_else(|| AppError::user_not_found(cmd.user_id))?;
+            if balance > cmd.max_balance.saturating_sub(amount) {
+                return Err(limit_exceeded(balance, amount, cmd.max_balance));
+            }
+            crate::db::work::set_balance(tx, cmd.user_id, balance + amount, cmd.now);
+            BalanceRow {
+                user_id: cmd.user_id,
+                balance: balance + amount,
+                updated_at: cmd.now,
+            }
         }
-        crate::db::work::set_balance(tx, cmd.user_id, balance + amount, cmd.now);
-        let row = BalanceRow {
-            user_id: cmd.user_id,
-            balance: balance + amount,
-            updated_at: cmd.now,
-        };
-        append_ledger(
-            tx,
-            cmd.user_id,
-            LedgerKind::Charge,
-            amount,
-            row.balance,
-            None,
-            cmd.now,
-        )
-        .await?;
-        return Ok(row);
-    }
-    let updated = sql_optional!(BalanceRow; tx,
-        "UPDATE users SET balance = balance + $1, balance_updated_at = $2
-         WHERE id = $3 AND balance <= $4 - $1
-         RETURNING id AS user_id, balance, balance_updated_at AS updated_at",
-        amount, cmd.now, cmd.user_id, cmd.max_balance)?;
-    let Some(row) = updated else {
-        let balance: Option<i64> =
-            sql_scalar_optional!(tx, "SELECT balance FROM users WHERE id = $1", cmd.user_id)?;
-        return Err(match balance {
-            None => AppError::user_not_found(cmd.user_id),
-            Some(balance) => limit_exceeded(balance, amount, cmd.max_balance),
-        });
+        None => {
+            let updated = sql_optional!(BalanceRow; tx,
+                "UPDATE users SET balance = balance + $1, balance_updated_at = $2
+                 WHERE id = $3 AND balance <= $4 - $1
+                 RETURNING id AS user_id, balance, balance_updated_at AS updated_at",
+                amount, cmd.now, cmd.user_id, cmd.max_balance)?;
+            let Some(row) = updated else {
+                let balance: Option<i64> = sql_scalar_optional!(
+                    tx,
+                    "SELECT balance FROM users WHERE id = $1",
+                    cmd.user_id
+                )?;
+                return Err(match balance {
+                    None => AppError::user_not_found(cmd.user_id),
+                    Some(balance) => limit_exceeded(balance, amount, cmd.max_balance),
+                });
+            };
+            row
+        }
     };
     append_ledger(
         tx,
