@@ -63,6 +63,16 @@ pub struct DatabaseSettings {
     /// (docs/benchmarks.md).
     #[arg(long, env = "SHOPD_PG_COMMITTERS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub pg_committers: u32,
+    /// PostgreSQL: most batches a committer has committed that wait for the disk at once. A
+    /// batch releases its row locks at its commit and its callers are answered once it is
+    /// durable, so the next batches run meanwhile (docs/architecture.md, "Early lock release").
+    #[arg(long, env = "SHOPD_PG_COMMITS_IN_FLIGHT", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub pg_commits_in_flight: u32,
+    /// Tests only: the statement that waits until a committed PostgreSQL batch is durable
+    /// (`None`: the real one). A test makes it wait on a lock it holds, to watch a batch that is
+    /// committed and not yet answered.
+    #[arg(skip)]
+    pub pg_durable_barrier: Option<&'static str>,
     /// SQLite: once the write-ahead log holds this many pages (4 KiB each), the committer
     /// completes a checkpoint between two batches and the log starts over from its beginning.
     /// Bounds the `-wal` file under steady load (≈ 16 MiB at the default).
@@ -81,6 +91,8 @@ impl DatabaseSettings {
             commit_wait: Duration::ZERO,
             commit_queue: 16_384,
             pg_committers: 1,
+            pg_commits_in_flight: 4,
+            pg_durable_barrier: None,
             sqlite_wal_restart_pages: 4096,
         }
     }
@@ -95,6 +107,10 @@ impl DatabaseSettings {
                 wait: self.commit_wait,
                 queue_capacity: self.commit_queue as usize,
                 pg_committers: self.pg_committers as usize,
+                pg_in_flight: self.pg_commits_in_flight as usize,
+                pg_durable_barrier: self
+                    .pg_durable_barrier
+                    .unwrap_or(crate::db::committer::DURABLE_BARRIER),
                 sqlite_wal_restart_pages: self.sqlite_wal_restart_pages,
             },
         }

@@ -431,6 +431,17 @@ pub fn flush_sql() -> &'static str {
     })
 }
 
+/// After a batch's `COMMIT` (made with `synchronous_commit = off`, so it releases its row
+/// locks without waiting for the disk): a transaction of the session's
+/// default `synchronous_commit = on` that writes one tiny WAL record (a transactional logical
+/// message; any role may write one), so its commit waits until the write-ahead log is flushed
+/// through its own commit record, which follows the batch's. It returns once the batch is
+/// durable; the committer answers only then. (A transaction that only takes an id
+/// writes no WAL of its own and PostgreSQL does not flush at its commit: measured, 3 fsyncs
+/// for 200 such commits; 200 for 200 with the message.)
+pub const DURABLE_BARRIER: &str =
+    "BEGIN; SELECT pg_logical_emit_message(true, 'shopd', 'durable'); COMMIT";
+
 /// The columns of a locked product row the batch caches (the lock statement reads them).
 pub(crate) const PRODUCT_COLUMNS: &str = "id, name, price, status, stock";
 /// The columns of a locked member row the batch caches.
@@ -567,6 +578,7 @@ impl PgBatch {
             };
             sqlx::raw_sql(sql).execute(&mut self.conn).await?;
         }
+        // Committed, not yet durable: the committer answers once it is (`DURABLE_BARRIER`).
         Ok(())
     }
 

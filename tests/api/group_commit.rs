@@ -95,6 +95,71 @@ async fn the_flush_reaches_rows_through_indexes_even_when_planned_on_empty_table
     }
 }
 
+/// Early lock release (PostgreSQL): a batch commits without waiting for the disk, so its rows
+/// are committed (and its locks free) at once, and its callers are answered only once the
+/// durable barrier has returned. Here the barrier first waits on an advisory lock the test
+/// holds: both writes are committed, the second in a batch that ran while the first waited for
+/// "the disk", and neither is answered until the test lets the barriers through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_batch_is_answered_only_once_durable_and_frees_its_rows_at_commit() {
+    const HELD: &str = "SELECT pg_advisory_lock_shared(4242); SELECT pg_advisory_unlock_shared(4242); \
+                        BEGIN; SELECT pg_logical_emit_message(true, 'shopd', 'durable'); COMMIT";
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.database.pg_durable_barrier = Some(HELD);
+    })
+    .await
+    else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let mut gate = app.db.read().await.expect("read");
+    let _: i64 = sql_scalar!(
+        &mut gate,
+        "SELECT COUNT(*) FROM (SELECT pg_advisory_lock(4242)) l"
+    )
+    .expect("hold the disk");
+    let write = |n: i64| {
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                Ok::<_, AppError>(())
+            })
+            .await
+        })
+    };
+    let first = write(1);
+    wait_for_scratch_rows(&app, &[1]).await;
+    let second = write(2);
+    wait_for_scratch_rows(&app, &[1, 2]).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "committed batches are not answered before they are durable"
+    );
+    let _: bool = sql_scalar!(&mut gate, "SELECT pg_advisory_unlock(4242)").expect("release");
+    for answer in [first, second] {
+        answer.await.expect("task").expect("answered once durable");
+    }
+    // The batch's own transaction does not wait for the disk; the barrier does.
+    assert_eq!(committer_durability(&app).await, "off");
+}
+
+/// Poll until the scratch table holds exactly `expected` (committed rows), at most 20 s.
+async fn wait_for_scratch_rows(app: &TestApp, expected: &[i64]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let rows = scratch_rows(app).await;
+        if rows == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the rows {expected:?} were not committed: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Under writes that never pause, the SQLite WAL still starts over from its beginning again and
 /// again (the committer completes a checkpoint between two batches once the WAL holds
 /// `--sqlite-wal-restart-pages`), so the `-wal` file stays bounded. A `PASSIVE` checkpoint
@@ -884,8 +949,16 @@ async fn commits_are_durable_unless_relaxed(backend: Backend) {
                 "--sqlite-relaxed-durability: synchronous=NORMAL"
             );
         }
-        // PostgreSQL: commits wait for the WAL flush (the service never turns it off).
-        Backend::Postgres => assert_eq!(committer_durability(&app).await, "on"),
+        // PostgreSQL: a batch's own COMMIT does not wait for the disk (early lock release);
+        // its callers are answered after the durable barrier, a commit of the server's default
+        // `synchronous_commit` (see the test below). The pool's connections keep the default.
+        Backend::Postgres => {
+            assert_eq!(committer_durability(&app).await, "off");
+            let mut conn = app.db.read().await.expect("read");
+            let pooled: String = sql_scalar!(&mut conn, "SHOW synchronous_commit").expect("show");
+            assert_eq!(pooled, "on");
+            assert!(shopd::db::committer::DURABLE_BARRIER.contains("pg_logical_emit_message"));
+        }
     }
 }
 

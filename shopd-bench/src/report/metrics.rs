@@ -11,6 +11,7 @@ use serde::Serialize;
 pub const BATCH_SIZE: &str = "shopd_commit_batch_size";
 pub const QUEUE_WAIT: &str = "shopd_commit_queue_wait_seconds";
 pub const DURATION: &str = "shopd_commit_duration_seconds";
+pub const DURABLE_WAIT: &str = "shopd_commit_durable_wait_seconds";
 
 /// One histogram or summary series, summed over its label sets.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -59,6 +60,10 @@ pub struct CommitMetrics {
     pub commit_queue_wait_seconds: Option<SeriesStats>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub commit_duration_seconds: Option<SeriesStats>,
+    /// PostgreSQL: from a batch's commit to its being durable (its callers wait; the next
+    /// batch does not).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit_durable_wait_seconds: Option<SeriesStats>,
 }
 
 impl CommitMetrics {
@@ -67,6 +72,7 @@ impl CommitMetrics {
             commit_batch_size: series(text, BATCH_SIZE),
             commit_queue_wait_seconds: series(text, QUEUE_WAIT),
             commit_duration_seconds: series(text, DURATION),
+            commit_durable_wait_seconds: series(text, DURABLE_WAIT),
         }
     }
 
@@ -82,6 +88,9 @@ impl CommitMetrics {
             commit_duration_seconds: self
                 .commit_duration_seconds
                 .map(|s| s.since(before.commit_duration_seconds.as_ref())),
+            commit_durable_wait_seconds: self
+                .commit_durable_wait_seconds
+                .map(|s| s.since(before.commit_durable_wait_seconds.as_ref())),
         }
     }
 
@@ -97,6 +106,7 @@ impl CommitMetrics {
         for (name, stats) in [
             ("queue wait", &self.commit_queue_wait_seconds),
             ("duration  ", &self.commit_duration_seconds),
+            ("disk wait ", &self.commit_durable_wait_seconds),
         ] {
             if let Some(s) = stats {
                 lines.push(format!("{name}  {}", seconds_line(s)));
