@@ -359,8 +359,8 @@ impl Relay {
     /// Claim up to `limit` events due at `now` (normally the current time), leased to this
     /// relay. The lease runs from `now` or from the current time, whichever is later. On
     /// PostgreSQL the claim is a short transaction of its own (`SKIP LOCKED` keeps it from
-    /// waiting on anyone), committed without waiting for the WAL flush: a claim lost in a crash
-    /// only loses the lease, and the events are claimed again. On SQLite it joins the
+    /// waiting on anyone); a claim that took nothing is committed without waiting for the WAL
+    /// flush, one that took events waits for it (see below). On SQLite it joins the
     /// committer's next batch (one writer).
     async fn claim(
         &self,
@@ -375,6 +375,13 @@ impl Relay {
                 let mut tx = db.begin().await.context("claiming due outbox events")?;
                 crate::sql_execute!(&mut tx, "SET LOCAL synchronous_commit = off")?;
                 let events = outbox::claim_due(&mut tx, now, lease_until, limit).await?;
+                if !events.is_empty() {
+                    // An event's batch may be committed and not yet durable (the committers
+                    // release their locks at commit and answer after the disk flush): a commit
+                    // that waits for the flush, after reading them, covers their batches too,
+                    // so no event leaves before its order is durable.
+                    crate::sql_execute!(&mut tx, "SET LOCAL synchronous_commit TO DEFAULT")?;
+                }
                 tx.commit().await.context("claiming due outbox events")?;
                 events
             }
