@@ -140,6 +140,8 @@ trait Job: Send {
     fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
     /// Answer the caller once the batch's fate is known.
     fn finish(self: Box<Self>, committed: bool);
+    /// Answer the caller of a batch that committed but could not be confirmed durable.
+    fn finish_unconfirmed(self: Box<Self>);
 }
 
 struct TypedJob<T, E> {
@@ -183,6 +185,13 @@ impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E>
         };
         // The caller may have gone (timeout); its effect, if any, is committed regardless.
         let _ = self.reply.send(answer);
+    }
+
+    fn finish_unconfirmed(self: Box<Self>) {
+        let _ = self.reply.send(Err(E::unavailable(
+            "the database went away after the batch committed: its outcome is unknown \
+             (retry with the same Idempotency-Key)",
+        )));
     }
 }
 
@@ -486,7 +495,8 @@ pub fn current_batch() -> Option<u64> {
 
 /// Run every job of the batch on `tx`, then `COMMIT`. `Err` when the transaction broke or the
 /// commit failed.
-/// Events that the batch's successful commands wrote are handed to the relay after the commit.
+/// Returns the events the batch's successful commands wrote; the caller hands them to the
+/// relay once the batch is durable.
 async fn run_jobs(
     tx: &mut Tx,
     batch: &mut [Box<dyn Job>],
@@ -712,7 +722,7 @@ fn postgres_committer(
         options.pg_durable_barrier,
     ));
     local.block_on(&rt, async move {
-        let mut conn: Option<PgConnection> = None;
+        let mut conn: Option<(PgConnection, DateTime<Utc>)> = None;
         loop {
             disk.before_next_batch().await;
             let Some(mut batch) = next_batch(&jobs, &options).await else {
@@ -723,9 +733,9 @@ fn postgres_committer(
             }
             let started = Instant::now();
             record_batch(&batch);
-            let pg = match conn.take() {
+            let (pg, server) = match conn.take() {
                 Some(c) => c,
-                None => match connect.connect().await {
+                None => match open_batch_connection(&connect).await {
                     Ok(c) => c,
                     Err(err) => {
                         tracing::error!(error = %err, "committer: cannot connect to PostgreSQL");
@@ -745,10 +755,10 @@ fn postgres_committer(
             match result {
                 Ok(events) => {
                     if let Tx::PgBatch(b) = tx {
-                        conn = Some(b.conn);
+                        conn = Some((b.conn, server));
                     }
                     // Committed, not yet durable: answered once it is, beside the next batch.
-                    disk.answer_when_durable(batch, events, handoff.clone(), started);
+                    disk.answer_when_durable(batch, events, handoff.clone(), started, server);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "committer: batch failed; every caller of the batch gets 503");
@@ -758,7 +768,7 @@ fn postgres_committer(
                             let _ = b.conn.close().await;
                         }
                     } else if let Tx::PgBatch(b) = tx {
-                        conn = Some(b.conn);
+                        conn = Some((b.conn, server));
                     }
                     answer(batch, false, started);
                 }
@@ -844,19 +854,21 @@ impl DiskWaits {
     }
 
     /// Once the committed `batch` is durable, hand its events to the relay and answer its
-    /// callers; if that cannot be known (the database went away), answer `503`.
+    /// callers; if that cannot be confirmed, answer `503` (outcome unknown). `server` is when
+    /// the PostgreSQL server that committed the batch started.
     fn answer_when_durable(
         self: &Rc<Self>,
         batch: Vec<Box<dyn Job>>,
         events: CommandEvents,
         handoff: HandoffSlot,
         started: Instant,
+        server: DateTime<Utc>,
     ) {
-        self.in_flight.set(self.in_flight.get() + 1);
-        let disk = self.clone();
+        let committed = Instant::now();
+        // Counted until the task ends, even if it panics (the loop must never wait on a leak).
+        let in_flight = InFlight::enter(self.clone());
         tokio::task::spawn_local(async move {
-            let committed = Instant::now();
-            let durable = disk.barrier().await;
+            let durable = in_flight.0.barrier(server).await;
             metrics::histogram!("shopd_commit_durable_wait_seconds")
                 .record(committed.elapsed().as_secs_f64());
             match durable {
@@ -866,27 +878,100 @@ impl DiskWaits {
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "committer: cannot confirm that a committed batch is durable; every caller of the batch gets 503");
-                    answer(batch, false, started);
+                    metrics::counter!("shopd_commit_unconfirmed_batches_total").increment(1);
+                    metrics::histogram!("shopd_commit_duration_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    for job in batch {
+                        job.finish_unconfirmed();
+                    }
                 }
             }
-            disk.in_flight.set(disk.in_flight.get() - 1);
-            disk.settled.notify_waiters();
+            drop(in_flight);
         });
     }
 
-    /// Run [`DURABLE_BARRIER`] on an idle connection (opened when none is idle).
-    async fn barrier(&self) -> Result<(), sqlx::Error> {
+    /// Run the barrier on an idle connection; if that fails (a stale connection), once more on
+    /// a fresh one. Either way the barrier must have run on the server that committed the batch:
+    /// one that restarted since may have lost it, and a barrier there proves nothing.
+    async fn barrier(&self, server: DateTime<Utc>) -> Result<(), sqlx::Error> {
         let idle = self.idle.borrow_mut().pop();
-        let mut conn = match idle {
-            Some(c) => c,
-            None => self.connect.connect().await?,
-        };
-        sqlx::raw_sql(sqlx::AssertSqlSafe(self.barrier_sql))
-            .execute(&mut conn)
-            .await?;
+        if let Some(conn) = idle {
+            match self.barrier_on(conn, server).await {
+                Ok(()) => return Ok(()),
+                Err(err) => {
+                    tracing::warn!(error = %err, "committer: durable barrier failed on an idle connection; retrying on a new one")
+                }
+            }
+        }
+        let conn = tokio::time::timeout(BARRIER_TIMEOUT, self.connect.connect())
+            .await
+            .map_err(|_| {
+                sqlx::Error::Protocol("connecting for the durable barrier timed out".into())
+            })??;
+        self.barrier_on(conn, server).await
+    }
+
+    async fn barrier_on(
+        &self,
+        mut conn: PgConnection,
+        server: DateTime<Utc>,
+    ) -> Result<(), sqlx::Error> {
+        let started_at = tokio::time::timeout(BARRIER_TIMEOUT, async {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(self.barrier_sql))
+                .execute(&mut conn)
+                .await?;
+            server_started(&mut conn).await
+        })
+        .await
+        .map_err(|_| sqlx::Error::Protocol("the durable barrier timed out".into()))??;
+        if started_at != server {
+            return Err(sqlx::Error::Protocol(
+                "the database restarted after the batch committed; it may be lost".into(),
+            ));
+        }
         self.idle.borrow_mut().push(conn);
         Ok(())
     }
+}
+
+/// A batch between its commit and its answer (see [`DiskWaits`]).
+struct InFlight(Rc<DiskWaits>);
+
+impl InFlight {
+    fn enter(disk: Rc<DiskWaits>) -> Self {
+        disk.in_flight.set(disk.in_flight.get() + 1);
+        Self(disk)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .set(self.0.in_flight.get().saturating_sub(1));
+        self.0.settled.notify_waiters();
+    }
+}
+
+/// How long a durable barrier (or connecting for one) may take before its batch is answered
+/// `503` as unconfirmed. A flush takes milliseconds; this only bounds a hung connection.
+const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// When the PostgreSQL server behind `conn` started: a batch committed on one server is
+/// confirmed durable only by a barrier on the same server (not one that restarted since).
+async fn server_started(conn: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
+    sqlx::query_scalar("SELECT pg_postmaster_start_time()")
+        .fetch_one(conn)
+        .await
+}
+
+/// A committer's batch connection and when its server started.
+async fn open_batch_connection(
+    connect: &PgConnectOptions,
+) -> Result<(PgConnection, DateTime<Utc>), sqlx::Error> {
+    let mut conn = connect.connect().await?;
+    let server = server_started(&mut conn).await?;
+    Ok((conn, server))
 }
 
 /// Begin the batch's transaction and take its declared locks, in one round trip, which also
@@ -946,8 +1031,8 @@ fn lock_statements(batch: &[Box<dyn Job>]) -> String {
         all.extend(job.locks());
     }
     // Early lock release: the batch's COMMIT does not wait for the disk, so its row locks are
-    // free for the next batch at once; the same round trip then waits until the batch is
-    // durable, and only then are its callers answered (`work.rs`, `durable_barrier`).
+    // free for the next batch at once; its callers are answered once a durable barrier has
+    // returned ([`DiskWaits`]).
     let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
     // Locked products and balances are read into the batch's cache on the way.
     for (table, columns, ids) in [

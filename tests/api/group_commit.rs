@@ -144,6 +144,46 @@ async fn a_postgres_batch_is_answered_only_once_durable_and_frees_its_rows_at_co
     assert_eq!(committer_durability(&app).await, "off");
 }
 
+/// A committed batch whose durability cannot be confirmed (here the barrier always fails) is
+/// answered `503` — its outcome is unknown, so it is not reported as applied or as not applied
+/// — and the committer goes on with the next batches instead of waiting on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_postgres_batch_is_answered_503_and_the_committer_goes_on() {
+    let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.database.pg_durable_barrier = Some("SELECT 1/0");
+        s.database.pg_commits_in_flight = 1;
+    })
+    .await
+    else {
+        return;
+    };
+    // The table's own batch is unconfirmed too (it is committed all the same).
+    let _ = app
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<()> {
+            sql_execute!(tx, "CREATE TABLE scratch (n BIGINT NOT NULL)")?;
+            Ok(())
+        })
+        .await;
+    for n in 1..=3_i64 {
+        let answer = app
+            .db
+            .write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                Ok::<_, AppError>(())
+            })
+            .await;
+        let err = answer.expect_err("an unconfirmed batch is not answered as applied");
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+        assert_eq!(err.code(), "SERVICE_UNAVAILABLE");
+    }
+    assert_eq!(
+        scratch_rows(&app).await,
+        vec![1, 2, 3],
+        "committed, unconfirmed"
+    );
+}
+
 /// Poll until the scratch table holds exactly `expected` (committed rows), at most 20 s.
 async fn wait_for_scratch_rows(app: &TestApp, expected: &[i64]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
