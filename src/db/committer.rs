@@ -822,34 +822,32 @@ impl DiskWaits {
     /// while `limit` of them are.
     async fn before_next_batch(&self) {
         let deadline = tokio::time::Instant::now() + OVERLAP_AFTER;
-        loop {
-            let settled = self.settled.notified();
-            tokio::pin!(settled);
-            settled.as_mut().enable();
-            let n = self.in_flight.get();
-            if n == 0 {
-                return;
-            }
-            if n < self.limit {
-                if tokio::time::timeout_at(deadline, settled).await.is_err() {
-                    return;
-                }
-            } else {
-                settled.await;
-            }
-        }
+        self.until_fewer_than(1, Some(deadline)).await;
+        self.until_fewer_than(self.limit, None).await;
     }
 
     /// Wait for every batch in flight.
     async fn drain(&self) {
-        while self.in_flight.get() > 0 {
+        self.until_fewer_than(1, None).await;
+    }
+
+    /// Wait until fewer than `bound` batches are in flight, or until `deadline` if one is given.
+    async fn until_fewer_than(&self, bound: usize, deadline: Option<tokio::time::Instant>) {
+        loop {
             let settled = self.settled.notified();
             tokio::pin!(settled);
             settled.as_mut().enable();
-            if self.in_flight.get() == 0 {
+            if self.in_flight.get() < bound {
                 return;
             }
-            settled.await;
+            match deadline {
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, settled).await.is_err() {
+                        return;
+                    }
+                }
+                None => settled.await,
+            }
         }
     }
 

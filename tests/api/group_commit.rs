@@ -102,10 +102,16 @@ async fn the_flush_reaches_rows_through_indexes_even_when_planned_on_empty_table
 /// "the disk", and neither is answered until the test lets the barriers through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_batch_is_answered_only_once_durable_and_frees_its_rows_at_commit() {
-    const HELD: &str = "SELECT pg_advisory_lock_shared(4242); SELECT pg_advisory_unlock_shared(4242); \
-                        BEGIN; SELECT pg_logical_emit_message(true, 'shopd', 'durable'); COMMIT";
+    // The real barrier, behind a lock the test holds.
+    let held: &'static str = Box::leak(
+        format!(
+            "SELECT pg_advisory_lock_shared(4242); SELECT pg_advisory_unlock_shared(4242); {}",
+            shopd::db::committer::DURABLE_BARRIER
+        )
+        .into_boxed_str(),
+    );
     let Some(app) = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.database.pg_durable_barrier = Some(HELD);
+        s.database.pg_durable_barrier = Some(held);
     })
     .await
     else {
