@@ -27,7 +27,7 @@ case "$BACKEND" in
   *) echo "backend must be sqlite or postgres" >&2; exit 64 ;;
 esac
 RUST_LOG=warn "${SHOPD_SERVER_BIN:-target/release/shopd}" serve --listen "127.0.0.1:$PORT" --database-url "$URL" --admin-token "$TOKEN" \
-  >"$WORK/serve.log" 2>&1 &
+  >"${SHOPD_BENCH_SERVER_LOG:-$WORK/serve.log}" 2>&1 &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done

@@ -51,6 +51,7 @@ async fn main_async(args: Args) -> anyhow::Result<bool> {
     let before = commit_metrics(&client).await;
     eprintln!("running {:?}...", args.scenario);
     let (tally, elapsed) = scenarios::run::run(&client, &args, fixture.clone()).await;
+    eprintln!("checking the invariant...");
     let commit = commit_metrics(&client).await.since(&before);
     let failures = checks::check(&client, &args, &fixture, &tally).await?;
     let report = report::report(&args, &tally, elapsed, failures, commit);

@@ -24,6 +24,7 @@ on_both_backends!(
     a_batch_of_orders_with_every_outcome_keeps_exact_counts,
     a_command_failing_after_cached_changes_leaves_no_trace,
     a_deferred_row_that_breaks_fails_the_whole_batch,
+    a_new_row_naming_a_missing_member_fails_as_a_foreign_key_would,
     a_failed_commit_answers_every_caller_503_and_applies_nothing,
     a_full_queue_answers_503_at_once,
     an_idempotent_order_leaves_no_key_when_its_batch_fails,
@@ -710,6 +711,110 @@ async fn a_deferred_row_that_breaks_fails_the_whole_batch(backend: Backend) {
             assert_eq!(scratch_rows(&app).await, vec![0, 2]);
         }
     }
+}
+
+/// A ledger row for a member that does not exist. SQLite's foreign key refuses the statement
+/// (that command alone fails); on PostgreSQL the key is not declared (migration 0015) and the
+/// batch's flush checks it instead, failing the batch as the key would have failed the flush.
+async fn a_new_row_naming_a_missing_member_fails_as_a_foreign_key_would(backend: Backend) {
+    let Some(app) = TestApp::spawn_with(backend, batching).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let results = join_all((0..3_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| -> AppResult<u64> {
+                let batch = current_batch().expect("runs on a committer");
+                if n == 1 {
+                    shopd::store::balance::append_ledger(
+                        tx,
+                        987_654_321,
+                        shopd::domain::money::LedgerKind::Charge,
+                        1,
+                        1,
+                        None,
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                } else {
+                    sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                }
+                Ok(batch)
+            })
+            .await
+        }
+    }))
+    .await;
+    match app.db.dialect() {
+        Dialect::Postgres => {
+            for (n, result) in results.iter().enumerate() {
+                assert!(
+                    matches!(result, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
+                    "command {n}: {result:?}"
+                );
+            }
+            assert!(scratch_rows(&app).await.is_empty(), "nothing applied");
+        }
+        Dialect::Sqlite => {
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            assert!(results[1].is_err(), "{results:?}");
+            assert_eq!(scratch_rows(&app).await, vec![0, 2]);
+        }
+    }
+    let ledger: i64 = app
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<i64> {
+            Ok(sql_scalar!(
+                tx,
+                "SELECT count(*) FROM balance_ledger WHERE user_id = 987654321"
+            )?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(ledger, 0);
+}
+
+/// PostgreSQL declares no foreign keys from an order's rows to its member and products
+/// (migration 0015); in their place members and products are never deleted nor renumbered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_and_products_are_never_deleted_nor_renumbered_on_postgres() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let (member, _) = app.member("Ann").await;
+    let product = app.product("Lamp", 1_000, 5).await;
+    for sql in [
+        format!("DELETE FROM users WHERE id = {member}"),
+        format!("UPDATE users SET id = id + 1000000 WHERE id = {member}"),
+        format!("DELETE FROM products WHERE id = {product}"),
+        format!("UPDATE products SET id = id + 1000000 WHERE id = {product}"),
+    ] {
+        let refused = app
+            .db
+            .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<()> {
+                shopd::db::Handle::settle(tx).await?;
+                let shopd::db::Raw::Postgres(conn) = shopd::db::Handle::raw(tx) else {
+                    return Err(AppError::Internal(anyhow::anyhow!("not PostgreSQL")));
+                };
+                Ok(sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                    .execute(&mut *conn)
+                    .await
+                    .map(|_| ())?)
+            })
+            .await;
+        assert!(refused.is_err(), "{refused:?}");
+    }
+    let still: i64 = app
+        .db
+        .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<i64> {
+            Ok(sql_scalar!(tx,
+                "SELECT (SELECT count(*) FROM users WHERE id = $1) + (SELECT count(*) FROM products WHERE id = $2)",
+                member, product)?)
+        })
+        .await
+        .expect("count");
+    assert_eq!(still, 2);
 }
 
 /// A constraint checked only at COMMIT: the batch's commit fails after every command ran.

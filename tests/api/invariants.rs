@@ -289,6 +289,20 @@ pub async fn assert_invariants(app: &TestApp) {
         orphans, 0,
         "no line, status change or payment without its order"
     );
+    // Every order, payment and ledger entry names a member that exists, every line a product
+    // (PostgreSQL's flush checks these instead of foreign keys since migration 0015).
+    let unknown: i64 = sql_scalar!(
+        &mut conn,
+        "SELECT (SELECT COUNT(*) FROM orders o WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = o.user_id))
+              + (SELECT COUNT(*) FROM payments p WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = p.user_id))
+              + (SELECT COUNT(*) FROM balance_ledger b WHERE NOT EXISTS (SELECT 1 FROM users u WHERE u.id = b.user_id))
+              + (SELECT COUNT(*) FROM order_lines l WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.id = l.product_id))"
+    )
+    .expect("unknown members and products");
+    assert_eq!(
+        unknown, 0,
+        "no order, payment or ledger entry of an unknown member, no line of an unknown product"
+    );
     let bare: i64 = sql_scalar!(
         &mut conn,
         "SELECT COUNT(*) FROM orders o
