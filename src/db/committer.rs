@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, Connection, PgConnection};
+use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::sync::oneshot;
 
 use super::Tx;
@@ -914,14 +914,18 @@ impl DiskWaits {
         mut conn: PgConnection,
         server: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        let started_at = tokio::time::timeout(BARRIER_TIMEOUT, async {
-            sqlx::raw_sql(sqlx::AssertSqlSafe(self.barrier_sql))
-                .execute(&mut conn)
-                .await?;
-            server_started(&mut conn).await
-        })
+        // The barrier and the server's start time in one round trip: the last row is the time.
+        let sql = format!("{}; {SERVER_STARTED}", self.barrier_sql);
+        let rows = tokio::time::timeout(
+            BARRIER_TIMEOUT,
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn),
+        )
         .await
         .map_err(|_| sqlx::Error::Protocol("the durable barrier timed out".into()))??;
+        let started_at: DateTime<Utc> = match rows.last() {
+            Some(row) => row.try_get(0)?,
+            None => return Err(sqlx::Error::RowNotFound),
+        };
         if started_at != server {
             return Err(sqlx::Error::Protocol(
                 "the database restarted after the batch committed; it may be lost".into(),
@@ -958,10 +962,10 @@ const BARRIER_TIMEOUT: Duration = Duration::from_secs(30);
 /// When the PostgreSQL server behind `conn` started: a batch committed on one server is
 /// confirmed durable only by a barrier on the same server (not one that restarted since).
 async fn server_started(conn: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::Error> {
-    sqlx::query_scalar("SELECT pg_postmaster_start_time()")
-        .fetch_one(conn)
-        .await
+    sqlx::query_scalar(SERVER_STARTED).fetch_one(conn).await
 }
+
+const SERVER_STARTED: &str = "SELECT pg_postmaster_start_time()";
 
 /// A committer's batch connection and when its server started.
 async fn open_batch_connection(
