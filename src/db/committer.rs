@@ -967,11 +967,17 @@ async fn server_started(conn: &mut PgConnection) -> Result<DateTime<Utc>, sqlx::
 
 const SERVER_STARTED: &str = "SELECT pg_postmaster_start_time()";
 
-/// A committer's batch connection and when its server started.
+/// A committer's batch connection, with the batch's opening statements prepared on it, and
+/// when its server started.
 async fn open_batch_connection(
     connect: &PgConnectOptions,
 ) -> Result<(PgConnection, DateTime<Utc>), sqlx::Error> {
     let mut conn = connect.connect().await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(
+        crate::db::work::prepare_batch_statements_sql(),
+    ))
+    .execute(&mut conn)
+    .await?;
     let server = server_started(&mut conn).await?;
     Ok((conn, server))
 }
@@ -1025,8 +1031,9 @@ fn declared_rows(batch: &[Box<dyn Job>]) -> (Vec<i64>, Vec<i64>) {
 }
 
 /// `BEGIN` and the statements that lock every row the batch declared, table by table in one
-/// global order (coupons, products, users, orders), ascending ids. The ids are integers, written
-/// into the text so the whole prologue is one simple-protocol round trip.
+/// global order (coupons, products, users, orders), ascending ids. The statements are prepared
+/// on the connection; the ids are integers, written into the text, so the whole prologue is
+/// one simple-protocol round trip.
 fn lock_statements(batch: &[Box<dyn Job>]) -> String {
     let mut all = Locks::none();
     for job in batch {
@@ -1037,26 +1044,19 @@ fn lock_statements(batch: &[Box<dyn Job>]) -> String {
     // returned ([`DiskWaits`]).
     let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
     // Locked products and balances are read into the batch's cache on the way.
-    for (table, columns, ids) in [
-        ("coupons", "id", &mut all.coupons),
-        (
-            "products",
-            crate::db::work::PRODUCT_COLUMNS,
-            &mut all.products,
-        ),
-        ("users", crate::db::work::USER_COLUMNS, &mut all.users),
-        ("orders", "id", &mut all.orders),
+    for (table, ids) in [
+        ("coupons", &mut all.coupons),
+        ("products", &mut all.products),
+        ("users", &mut all.users),
+        ("orders", &mut all.orders),
     ] {
         if ids.is_empty() {
             continue;
         }
         ids.sort_unstable();
         ids.dedup();
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        sql.push_str(&format!(
-            "; SELECT {columns} FROM {table} WHERE id IN ({}) ORDER BY id FOR NO KEY UPDATE",
-            list.join(", ")
-        ));
+        sql.push_str("; ");
+        sql.push_str(&crate::db::work::lock_rows_sql(table, ids));
     }
     // Commands that lock products but no order may place one: ids for them (and their
     // payments), taken from the sequences now.
