@@ -7,7 +7,8 @@
 #   bench/run.sh postgres flash-sale --members 10000 --stock 1000
 #
 # Extra arguments go to shopd-bench (see `shopd-bench --help`). SHOPD_SERVER_BIN runs another
-# server binary (an A/B comparison of two builds in one session). PostgreSQL uses a scratch
+# server binary (an A/B comparison of two builds in one session), SHOPD_BENCH_BIN another load
+# generator. PostgreSQL uses a scratch
 # database `shopd_bench` on 127.0.0.1:5432 (dropped and recreated).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,4 @@ SERVER=$!
 trap 'kill $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$WORK"' EXIT
 for _ in $(seq 1 50); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 0.2; done
 echo "== $SCENARIO on $BACKEND ($(nproc) cores)"
-target/release/shopd-bench "$SCENARIO" --url "http://127.0.0.1:$PORT" --admin-token "$TOKEN" "$@"
+"${SHOPD_BENCH_BIN:-target/release/shopd-bench}" "$SCENARIO" --url "http://127.0.0.1:$PORT" --admin-token "$TOKEN" "$@"
