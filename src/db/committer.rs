@@ -139,9 +139,18 @@ trait Job: Send {
     /// when the transaction itself broke.
     fn run<'t>(&'t mut self, tx: &'t mut Tx) -> LocalFuture<'t, Result<bool, sqlx::Error>>;
     /// Answer the caller once the batch's fate is known.
-    fn finish(self: Box<Self>, committed: bool);
-    /// Answer the caller of a batch that committed but could not be confirmed durable.
-    fn finish_unconfirmed(self: Box<Self>);
+    fn finish(self: Box<Self>, fate: Fate);
+}
+
+/// How a batch ended, as its callers are told.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    /// Committed (and, on PostgreSQL, confirmed durable): each caller gets its outcome.
+    Committed,
+    /// Not committed (or the command was never run): every caller gets `503`.
+    Failed,
+    /// Committed, but not confirmed durable: the outcome is unknown, every caller gets `503`.
+    Unconfirmed,
 }
 
 struct TypedJob<T, E> {
@@ -177,21 +186,18 @@ impl<T: Send + 'static, E: CommandError + Send + 'static> Job for TypedJob<T, E>
         })
     }
 
-    fn finish(self: Box<Self>, committed: bool) {
-        let answer = match (committed, self.outcome) {
-            (true, Some(outcome)) => outcome,
-            (true, None) => Err(E::unavailable("the command did not run")),
-            (false, _) => Err(E::unavailable("the batch could not be committed")),
+    fn finish(self: Box<Self>, fate: Fate) {
+        let answer = match (fate, self.outcome) {
+            (Fate::Committed, Some(outcome)) => outcome,
+            (Fate::Committed, None) => Err(E::unavailable("the command did not run")),
+            (Fate::Failed, _) => Err(E::unavailable("the batch could not be committed")),
+            (Fate::Unconfirmed, _) => Err(E::unavailable(
+                "the database went away after the batch committed: its outcome is unknown \
+                 (retry with the same Idempotency-Key)",
+            )),
         };
         // The caller may have gone (timeout); its effect, if any, is committed regardless.
         let _ = self.reply.send(answer);
-    }
-
-    fn finish_unconfirmed(self: Box<Self>) {
-        let _ = self.reply.send(Err(E::unavailable(
-            "the database went away after the batch committed: its outcome is unknown \
-             (retry with the same Idempotency-Key)",
-        )));
     }
 }
 
@@ -377,7 +383,7 @@ async fn next_batch(
     // A caller that gave up before its command ran is not run at all.
     let (live, gone): (Vec<_>, Vec<_>) = batch.into_iter().partition(|j| !j.abandoned());
     for job in gone {
-        job.finish(false);
+        job.finish(Fate::Failed);
     }
     Some(live)
 }
@@ -576,13 +582,17 @@ async fn run_each(tx: &mut Tx, batch: &mut [Box<dyn Job>]) -> Result<CommandEven
     result.map(|()| kept)
 }
 
-fn answer(batch: Vec<Box<dyn Job>>, committed: bool, started: Instant) {
+fn answer(batch: Vec<Box<dyn Job>>, fate: Fate, started: Instant) {
     metrics::histogram!("shopd_commit_duration_seconds").record(started.elapsed().as_secs_f64());
-    if !committed {
-        metrics::counter!("shopd_commit_failed_batches_total").increment(1);
+    match fate {
+        Fate::Committed => {}
+        Fate::Failed => metrics::counter!("shopd_commit_failed_batches_total").increment(1),
+        Fate::Unconfirmed => {
+            metrics::counter!("shopd_commit_unconfirmed_batches_total").increment(1)
+        }
     }
     for job in batch {
-        job.finish(committed);
+        job.finish(fate);
     }
 }
 
@@ -666,7 +676,7 @@ fn sqlite_committer(
                     Ok(c) => c,
                     Err(err) => {
                         tracing::error!(error = %err, path = %path.display(), "committer: cannot open the SQLite database");
-                        answer(batch, false, started);
+                        answer(batch, Fate::Failed, started);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -686,17 +696,17 @@ fn sqlite_committer(
                 },
                 Err(err) => Err(err),
             };
-            let committed = match committed {
-                Ok(()) => true,
+            let fate = match committed {
+                Ok(()) => Fate::Committed,
                 Err(err) => {
                     tracing::error!(error = %err, "committer: commit failed; every caller of the batch gets 503");
-                    false
+                    Fate::Failed
                 }
             };
             if let Tx::Lite(lite) = tx {
                 conn = Some(lite);
             }
-            answer(batch, committed, started);
+            answer(batch, fate, started);
             // After answering: the callers do not wait for the copy.
             if restart_wal.swap(false, Ordering::Relaxed)
                 && let Some(c) = conn.as_mut()
@@ -739,7 +749,7 @@ fn postgres_committer(
                     Ok(c) => c,
                     Err(err) => {
                         tracing::error!(error = %err, "committer: cannot connect to PostgreSQL");
-                        answer(batch, false, started);
+                        answer(batch, Fate::Failed, started);
                         tokio::time::sleep(Duration::from_millis(100)).await;
                         continue;
                     }
@@ -770,7 +780,7 @@ fn postgres_committer(
                     } else if let Tx::PgBatch(b) = tx {
                         conn = Some((b.conn, server));
                     }
-                    answer(batch, false, started);
+                    answer(batch, Fate::Failed, started);
                 }
             }
         }
@@ -872,16 +882,11 @@ impl DiskWaits {
             match durable {
                 Ok(()) => {
                     hand_over(events, &handoff);
-                    answer(batch, true, started);
+                    answer(batch, Fate::Committed, started);
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "committer: cannot confirm that a committed batch is durable; every caller of the batch gets 503");
-                    metrics::counter!("shopd_commit_unconfirmed_batches_total").increment(1);
-                    metrics::histogram!("shopd_commit_duration_seconds")
-                        .record(started.elapsed().as_secs_f64());
-                    for job in batch {
-                        job.finish_unconfirmed();
-                    }
+                    answer(batch, Fate::Unconfirmed, started);
                 }
             }
             drop(in_flight);
