@@ -667,50 +667,9 @@ async fn a_deferred_row_that_breaks_fails_the_whole_batch(backend: Backend) {
     let Some(app) = TestApp::spawn_with(backend, batching).await else {
         return;
     };
-    create_scratch_table(&app).await;
     let (member, _) = app.member("Ann").await;
-    let results = join_all((0..3_i64).map(|n| {
-        let db = app.db.clone();
-        async move {
-            db.write(Locks::none(), async move |tx: &mut Tx| -> AppResult<u64> {
-                let batch = current_batch().expect("runs on a committer");
-                if n == 1 {
-                    // A ledger row with a negative balance breaks its CHECK.
-                    shopd::store::balance::append_ledger(
-                        tx,
-                        member,
-                        shopd::domain::money::LedgerKind::Charge,
-                        1,
-                        -1,
-                        None,
-                        chrono::Utc::now(),
-                    )
-                    .await?;
-                } else {
-                    sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
-                }
-                Ok(batch)
-            })
-            .await
-        }
-    }))
-    .await;
-    match app.db.dialect() {
-        Dialect::Postgres => {
-            for (n, result) in results.iter().enumerate() {
-                assert!(
-                    matches!(result, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
-                    "command {n}: {result:?}"
-                );
-            }
-            assert!(scratch_rows(&app).await.is_empty(), "nothing applied");
-        }
-        Dialect::Sqlite => {
-            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-            assert!(results[1].is_err(), "{results:?}");
-            assert_eq!(scratch_rows(&app).await, vec![0, 2]);
-        }
-    }
+    // A ledger row with a negative balance breaks its CHECK.
+    a_bad_ledger_row_fails_its_batch_or_its_command(&app, member, -1).await;
 }
 
 /// A ledger row for a member that does not exist. SQLite's foreign key refuses the statement
@@ -720,48 +679,7 @@ async fn a_new_row_naming_a_missing_member_fails_as_a_foreign_key_would(backend:
     let Some(app) = TestApp::spawn_with(backend, batching).await else {
         return;
     };
-    create_scratch_table(&app).await;
-    let results = join_all((0..3_i64).map(|n| {
-        let db = app.db.clone();
-        async move {
-            db.write(Locks::none(), async move |tx: &mut Tx| -> AppResult<u64> {
-                let batch = current_batch().expect("runs on a committer");
-                if n == 1 {
-                    shopd::store::balance::append_ledger(
-                        tx,
-                        987_654_321,
-                        shopd::domain::money::LedgerKind::Charge,
-                        1,
-                        1,
-                        None,
-                        chrono::Utc::now(),
-                    )
-                    .await?;
-                } else {
-                    sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
-                }
-                Ok(batch)
-            })
-            .await
-        }
-    }))
-    .await;
-    match app.db.dialect() {
-        Dialect::Postgres => {
-            for (n, result) in results.iter().enumerate() {
-                assert!(
-                    matches!(result, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
-                    "command {n}: {result:?}"
-                );
-            }
-            assert!(scratch_rows(&app).await.is_empty(), "nothing applied");
-        }
-        Dialect::Sqlite => {
-            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
-            assert!(results[1].is_err(), "{results:?}");
-            assert_eq!(scratch_rows(&app).await, vec![0, 2]);
-        }
-    }
+    a_bad_ledger_row_fails_its_batch_or_its_command(&app, 987_654_321, 1).await;
     let ledger: i64 = app
         .db
         .write(Locks::none(), async move |tx: &mut Tx| -> AppResult<i64> {
@@ -773,6 +691,59 @@ async fn a_new_row_naming_a_missing_member_fails_as_a_foreign_key_would(backend:
         .await
         .expect("count");
     assert_eq!(ledger, 0);
+}
+
+/// Three commands in one batch; the second appends a ledger row (`user_id`, `balance_after`)
+/// that the database refuses, the others write scratch rows. On PostgreSQL the row waits for
+/// the batch's flush, so the whole batch fails (every caller 503, nothing applied); on SQLite
+/// it is written at once and its command fails alone.
+async fn a_bad_ledger_row_fails_its_batch_or_its_command(
+    app: &TestApp,
+    user_id: i64,
+    balance_after: i64,
+) {
+    create_scratch_table(app).await;
+    let results = join_all((0..3_i64).map(|n| {
+        let db = app.db.clone();
+        async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| -> AppResult<u64> {
+                let batch = current_batch().expect("runs on a committer");
+                if n == 1 {
+                    shopd::store::balance::append_ledger(
+                        tx,
+                        user_id,
+                        shopd::domain::money::LedgerKind::Charge,
+                        1,
+                        balance_after,
+                        None,
+                        chrono::Utc::now(),
+                    )
+                    .await?;
+                } else {
+                    sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                }
+                Ok(batch)
+            })
+            .await
+        }
+    }))
+    .await;
+    match app.db.dialect() {
+        Dialect::Postgres => {
+            for (n, result) in results.iter().enumerate() {
+                assert!(
+                    matches!(result, Err(e) if e.status() == StatusCode::SERVICE_UNAVAILABLE),
+                    "command {n}: {result:?}"
+                );
+            }
+            assert!(scratch_rows(app).await.is_empty(), "nothing applied");
+        }
+        Dialect::Sqlite => {
+            assert!(results[0].is_ok() && results[2].is_ok(), "{results:?}");
+            assert!(results[1].is_err(), "{results:?}");
+            assert_eq!(scratch_rows(app).await, vec![0, 2]);
+        }
+    }
 }
 
 /// PostgreSQL declares no foreign keys from an order's rows to its member and products
