@@ -810,7 +810,8 @@ struct DiskWaits {
     in_flight: std::cell::Cell<usize>,
     settled: tokio::sync::Notify,
     limit: usize,
-    barrier_sql: &'static str,
+    /// The barrier, then the server's start time: one round trip, the last row is the time.
+    barrier_sql: String,
 }
 
 /// How long the committer waits for batches in flight before it takes the next batch anyway.
@@ -820,7 +821,7 @@ impl DiskWaits {
     fn new(connect: PgConnectOptions, limit: usize, barrier_sql: &'static str) -> Self {
         Self {
             connect,
-            barrier_sql,
+            barrier_sql: format!("{barrier_sql}; {SERVER_STARTED}"),
             idle: RefCell::new(Vec::new()),
             in_flight: std::cell::Cell::new(0),
             settled: tokio::sync::Notify::new(),
@@ -919,11 +920,9 @@ impl DiskWaits {
         mut conn: PgConnection,
         server: DateTime<Utc>,
     ) -> Result<(), sqlx::Error> {
-        // The barrier and the server's start time in one round trip: the last row is the time.
-        let sql = format!("{}; {SERVER_STARTED}", self.barrier_sql);
         let rows = tokio::time::timeout(
             BARRIER_TIMEOUT,
-            sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn),
+            sqlx::raw_sql(sqlx::AssertSqlSafe(self.barrier_sql.as_str())).fetch_all(&mut conn),
         )
         .await
         .map_err(|_| sqlx::Error::Protocol("the durable barrier timed out".into()))??;
