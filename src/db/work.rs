@@ -27,7 +27,7 @@
 //! (Longer than most files: the buffers, the cache with its undo log, the lazy savepoints and
 //! the one flush statement are one protocol, checked together.)
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::OnceLock;
 
 use chrono::{DateTime, Utc};
@@ -54,6 +54,12 @@ const TABLES: [Table; 6] = [
     Table::Ledger,
     Table::Outbox,
 ];
+
+/// A row that new rows name without a declared foreign key (see [`Table::parent`]).
+enum Parent {
+    Member,
+    Product,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Ty {
@@ -86,6 +92,16 @@ impl Table {
             Table::Payments => "payments",
             Table::Ledger => "balance_ledger",
             Table::Outbox => "outbox_events",
+        }
+    }
+
+    /// The parent row `column` names, where its foreign key is not declared on PostgreSQL
+    /// (migration 0015): the flush checks those itself.
+    fn parent(self, column: &str) -> Option<Parent> {
+        match (self, column) {
+            (Table::Orders | Table::Payments | Table::Ledger, "user_id") => Some(Parent::Member),
+            (Table::OrderLines, "product_id") => Some(Parent::Product),
+            _ => None,
         }
     }
 
@@ -398,20 +414,9 @@ pub fn flush_sql() -> &'static str {
             format!("${n}::{ty}")
         };
         let mut parts = Vec::new();
-        // The arrays of member and product ids among the new rows (see the end).
-        let (mut member_ids, mut product_ids) = (Vec::new(), Vec::new());
         for (i, table) in TABLES.iter().enumerate() {
             let cols: Vec<&str> = table.columns().iter().map(|(c, _)| *c).collect();
             let arrays: Vec<String> = table.columns().iter().map(|(_, t)| next(t.array())).collect();
-            for (column, array) in cols.iter().zip(&arrays) {
-                match (table, *column) {
-                    (Table::Orders | Table::Payments | Table::Ledger, "user_id") => {
-                        member_ids.push(array.clone())
-                    }
-                    (Table::OrderLines, "product_id") => product_ids.push(array.clone()),
-                    _ => {}
-                }
-            }
             parts.push(format!(
                 "t{i} AS (INSERT INTO {} ({}) SELECT * FROM unnest({}))",
                 table.name(),
@@ -437,16 +442,15 @@ pub fn flush_sql() -> &'static str {
         ));
         // The foreign keys of these rows to their member and product are not declared on
         // PostgreSQL (migration 0015: a trigger and a row lock per row); the flush checks them
-        // itself, one index probe per id (members and products are never deleted).
+        // itself, one index probe per id the batch has not read (see `PgBatch::flush`).
+        let (members, products) = (next("bigint[]"), next("bigint[]"));
         format!(
             "WITH {} SELECT (SELECT count(*) FROM p) AS products, (SELECT count(*) FROM u) AS users,
-             (SELECT count(*) FROM unnest({}) AS r(id)
+             (SELECT count(*) FROM unnest({members}) AS r(id)
               WHERE NOT EXISTS (SELECT 1 FROM users WHERE users.id = r.id)) AS missing_members,
-             (SELECT count(*) FROM unnest({}) AS r(id)
+             (SELECT count(*) FROM unnest({products}) AS r(id)
               WHERE NOT EXISTS (SELECT 1 FROM products WHERE products.id = r.id)) AS missing_products",
             parts.join(",\n"),
-            member_ids.join(" || "),
-            product_ids.join(" || "),
         )
     })
 }
@@ -771,12 +775,32 @@ impl PgBatch {
         balance_as: &HashMap<i64, (i64, Option<DateTime<Utc>>)>,
     ) -> Result<(), sqlx::Error> {
         let mut query = sqlx::query(flush_sql());
+        // The members and products the new rows name, except those this batch read: those are
+        // locked rows, and members and products are never deleted (migration 0015). The flush
+        // probes the rest (in a hot-row sale, none).
+        let (mut unread_members, mut unread_products) = (BTreeSet::new(), BTreeSet::new());
         for table in TABLES {
             let spec = table.columns();
             let mut columns: Vec<Column> = spec.iter().map(|(_, ty)| Column::new(*ty)).collect();
             for (_, row) in rows.iter().filter(|(t, _)| *t == table) {
                 for (column, arg) in columns.iter_mut().zip(row) {
                     column.push(arg)?;
+                }
+            }
+            for ((name, _), column) in spec.iter().zip(&columns) {
+                let (Column::I64(ids), Some(parent)) = (column, table.parent(name)) else {
+                    continue;
+                };
+                for &id in ids {
+                    match parent {
+                        Parent::Member if !self.work.read_member(id) => {
+                            unread_members.insert(id);
+                        }
+                        Parent::Product if !self.work.read_product(id) => {
+                            unread_products.insert(id);
+                        }
+                        _ => {}
+                    }
                 }
             }
             for column in columns {
@@ -822,7 +846,13 @@ impl PgBatch {
         }
         let user_count = ids.len();
         query = query.bind(ids).bind(balances).bind(stored).bind(at);
-        let row = query.fetch_one(&mut self.conn).await?;
+        let unread_members: Vec<i64> = unread_members.into_iter().collect();
+        let unread_products: Vec<i64> = unread_products.into_iter().collect();
+        let row = query
+            .bind(unread_members)
+            .bind(unread_products)
+            .fetch_one(&mut self.conn)
+            .await?;
         let products: i64 = row.try_get("products")?;
         let users: i64 = row.try_get("users")?;
         let missing_members: i64 = row.try_get("missing_members")?;
@@ -901,6 +931,16 @@ fn uncached<T>(declared: &[i64], cache: &HashMap<i64, T>, wanted: i64) -> Vec<i6
 }
 
 impl Work {
+    /// Whether this batch read member `id` (and so holds its row lock) since it last forgot.
+    fn read_member(&self, id: i64) -> bool {
+        self.users.get(&id).is_some_and(|e| e.state.is_some())
+    }
+
+    /// Whether this batch read product `id` (and so holds its row lock) since it last forgot.
+    fn read_product(&self, id: i64) -> bool {
+        self.products.get(&id).is_some_and(|e| e.state.is_some())
+    }
+
     /// Drop the pending rows and the cached rows with their undo log: after everything was
     /// written (`settle`), or after a rollback to a nested savepoint undid it.
     fn forget(&mut self) {
