@@ -755,10 +755,14 @@ fn postgres_committer(
                     }
                 },
             };
-            let (products, users) = declared_rows(&batch);
+            let declared = declared_locks(&batch);
+            let prologue = lock_statements(&batch, &declared);
+            let Locks {
+                products, users, ..
+            } = declared;
             let mut tx = Tx::PgBatch(Box::new(PgBatch::new(pg, products, users, batch.len())));
             let result = async {
-                begin_and_lock(&mut tx, &batch).await?;
+                begin_and_lock(&mut tx, prologue).await?;
                 run_jobs_guarded(&mut tx, &mut batch, &handoff).await
             }
             .await;
@@ -986,19 +990,19 @@ async fn open_batch_connection(
     Ok((conn, server))
 }
 
-/// Begin the batch's transaction and take its declared locks, in one round trip, which also
-/// reads the locked products and balances into the batch's cache and takes ids for the orders
-/// it may place (`work.rs`). Taking them is retried (up to three times) when PostgreSQL picks
-/// this batch as a deadlock victim — nothing has run yet, so starting over is safe — against a
-/// transaction that locks outside the global order.
-async fn begin_and_lock(tx: &mut Tx, batch: &[Box<dyn Job>]) -> Result<(), sqlx::Error> {
+/// Begin the batch's transaction and take its declared locks with `prologue` (see
+/// [`lock_statements`]), in one round trip, which also reads the locked products and balances
+/// into the batch's cache and takes ids for the orders it may place (`work.rs`). Taking them is
+/// retried (up to three times) when PostgreSQL picks this batch as a deadlock victim — nothing
+/// has run yet, so starting over is safe — against a transaction that locks outside the global
+/// order.
+async fn begin_and_lock(tx: &mut Tx, prologue: String) -> Result<(), sqlx::Error> {
     let Tx::PgBatch(pg) = tx else {
         return Ok(());
     };
-    let sql = lock_statements(batch);
     let mut attempt = 0;
     loop {
-        match pg.begin(sql.clone()).await {
+        match pg.begin(prologue.clone()).await {
             Ok(()) => return Ok(()),
             Err(err) if attempt < 3 && is_deadlock(&err) => {
                 attempt += 1;
@@ -1018,47 +1022,45 @@ fn is_deadlock(err: &sqlx::Error) -> bool {
     matches!(err, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40P01" | "40001")))
 }
 
-/// The products and members the batch declared, ascending: the unit of work loads them
-/// together on first use (`work.rs`).
-fn declared_rows(batch: &[Box<dyn Job>]) -> (Vec<i64>, Vec<i64>) {
-    let mut products = Vec::new();
-    let mut users = Vec::new();
-    for job in batch {
-        products.extend_from_slice(&job.locks().products);
-        users.extend_from_slice(&job.locks().users);
-    }
-    for ids in [&mut products, &mut users] {
-        ids.sort_unstable();
-        ids.dedup();
-    }
-    (products, users)
-}
-
-/// `BEGIN` and the statements that lock every row the batch declared, table by table in one
-/// global order (coupons, products, users, orders), ascending ids. The statements are prepared
-/// on the connection; the ids are integers, written into the text, so the whole prologue is
-/// one simple-protocol round trip.
-fn lock_statements(batch: &[Box<dyn Job>]) -> String {
+/// Every row the batch's commands declared, table by table, ascending, each once: the order
+/// the prologue locks them in, and the products and members the unit of work loads together
+/// on first use (`work.rs`).
+fn declared_locks(batch: &[Box<dyn Job>]) -> Locks {
     let mut all = Locks::none();
     for job in batch {
         all.extend(job.locks());
     }
+    for ids in [
+        &mut all.coupons,
+        &mut all.products,
+        &mut all.users,
+        &mut all.orders,
+    ] {
+        ids.sort_unstable();
+        ids.dedup();
+    }
+    all
+}
+
+/// `BEGIN` and the statements that lock every row the batch declared (`declared`, from
+/// [`declared_locks`]), table by table in one global order (coupons, products, users,
+/// orders), ascending ids. The statements are prepared on the connection; the ids are
+/// integers, written into the text, so the whole prologue is one simple-protocol round trip.
+fn lock_statements(batch: &[Box<dyn Job>], declared: &Locks) -> String {
     // Early lock release: the batch's COMMIT does not wait for the disk, so its row locks are
     // free for the next batch at once; its callers are answered once a durable barrier has
     // returned ([`DiskWaits`]).
     let mut sql = String::from("BEGIN; SET LOCAL synchronous_commit = off");
     // Locked products and balances are read into the batch's cache on the way.
     for (table, ids) in [
-        ("coupons", &mut all.coupons),
-        ("products", &mut all.products),
-        ("users", &mut all.users),
-        ("orders", &mut all.orders),
+        ("coupons", &declared.coupons),
+        ("products", &declared.products),
+        ("users", &declared.users),
+        ("orders", &declared.orders),
     ] {
         if ids.is_empty() {
             continue;
         }
-        ids.sort_unstable();
-        ids.dedup();
         sql.push_str("; ");
         sql.push_str(&crate::db::work::lock_rows_sql(table, ids));
     }
