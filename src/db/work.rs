@@ -788,10 +788,20 @@ impl PgBatch {
                 }
             }
             for ((name, _), column) in spec.iter().zip(&columns) {
-                let (Column::I64(ids), Some(parent)) = (column, table.parent(name)) else {
+                let Some(parent) = table.parent(name) else {
                     continue;
                 };
-                for &id in ids {
+                let ids: Vec<i64> = match column {
+                    Column::I64(ids) => ids.clone(),
+                    Column::OptI64(ids) => ids.iter().flatten().copied().collect(),
+                    _ => {
+                        return Err(sqlx::Error::Protocol(format!(
+                            "{} names its {name} with a value that is not an id",
+                            table.name()
+                        )));
+                    }
+                };
+                for id in ids {
                     match parent {
                         Parent::Member if !self.work.read_member(id) => {
                             unread_members.insert(id);
