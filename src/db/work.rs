@@ -56,6 +56,7 @@ const TABLES: [Table; 6] = [
 ];
 
 /// A row that new rows name without a declared foreign key (see [`Table::parent`]).
+#[derive(Clone, Copy)]
 enum Parent {
     Member,
     Product,
@@ -791,25 +792,26 @@ impl PgBatch {
                 let Some(parent) = table.parent(name) else {
                     continue;
                 };
-                let ids: Vec<i64> = match column {
-                    Column::I64(ids) => ids.clone(),
-                    Column::OptI64(ids) => ids.iter().flatten().copied().collect(),
+                let unread = match parent {
+                    Parent::Member => &mut unread_members,
+                    Parent::Product => &mut unread_products,
+                };
+                let work = &self.work;
+                match column {
+                    Column::I64(ids) => {
+                        unread.extend(ids.iter().copied().filter(|&id| !work.read(parent, id)))
+                    }
+                    Column::OptI64(ids) => unread.extend(
+                        ids.iter()
+                            .flatten()
+                            .copied()
+                            .filter(|&id| !work.read(parent, id)),
+                    ),
                     _ => {
                         return Err(sqlx::Error::Protocol(format!(
                             "{} names its {name} with a value that is not an id",
                             table.name()
                         )));
-                    }
-                };
-                for id in ids {
-                    match parent {
-                        Parent::Member if !self.work.read_member(id) => {
-                            unread_members.insert(id);
-                        }
-                        Parent::Product if !self.work.read_product(id) => {
-                            unread_products.insert(id);
-                        }
-                        _ => {}
                     }
                 }
             }
@@ -941,14 +943,13 @@ fn uncached<T>(declared: &[i64], cache: &HashMap<i64, T>, wanted: i64) -> Vec<i6
 }
 
 impl Work {
-    /// Whether this batch read member `id` (and so holds its row lock) since it last forgot.
-    fn read_member(&self, id: i64) -> bool {
-        self.users.get(&id).is_some_and(|e| e.state.is_some())
-    }
-
-    /// Whether this batch read product `id` (and so holds its row lock) since it last forgot.
-    fn read_product(&self, id: i64) -> bool {
-        self.products.get(&id).is_some_and(|e| e.state.is_some())
+    /// Whether this batch read member or product `id` (and so holds its row lock) since it
+    /// last forgot.
+    fn read(&self, parent: Parent, id: i64) -> bool {
+        match parent {
+            Parent::Member => self.users.get(&id).is_some_and(|e| e.state.is_some()),
+            Parent::Product => self.products.get(&id).is_some_and(|e| e.state.is_some()),
+        }
     }
 
     /// Drop the pending rows and the cached rows with their undo log: after everything was
