@@ -78,6 +78,10 @@ pub struct DatabaseSettings {
     /// Bounds the `-wal` file under steady load (≈ 16 MiB at the default).
     #[arg(long, env = "SHOPD_SQLITE_WAL_RESTART_PAGES", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     pub sqlite_wal_restart_pages: u32,
+    /// Tests only: the SQLite WAL syncer takes this lock before each sync; a test holds it to
+    /// watch batches that are committed and not yet durable (so not yet answered).
+    #[arg(skip)]
+    pub sqlite_sync_gate: Option<std::sync::Arc<std::sync::Mutex<()>>>,
 }
 
 impl DatabaseSettings {
@@ -94,6 +98,7 @@ impl DatabaseSettings {
             pg_commits_in_flight: 4,
             pg_durable_barrier: None,
             sqlite_wal_restart_pages: 4096,
+            sqlite_sync_gate: None,
         }
     }
 
@@ -112,6 +117,7 @@ impl DatabaseSettings {
                     .pg_durable_barrier
                     .unwrap_or(crate::db::committer::DURABLE_BARRIER),
                 sqlite_wal_restart_pages: self.sqlite_wal_restart_pages,
+                sqlite_sync_gate: self.sqlite_sync_gate.clone(),
             },
         }
     }

@@ -43,8 +43,11 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection, Row};
 use tokio::sync::oneshot;
 
+mod wal_sync;
+
 use super::Tx;
 use super::lite::LiteConn;
+use super::lite_vfs::{DeferCommitSync, take_owed_sync};
 pub use super::work::DURABLE_BARRIER;
 use super::work::PgBatch;
 
@@ -112,6 +115,9 @@ pub struct CommitOptions {
     /// SQLite: once the WAL holds this many pages, the committer completes a checkpoint
     /// between two batches so that the WAL starts over (see `sqlite_checkpointer`).
     pub sqlite_wal_restart_pages: u32,
+    /// Tests only: the SQLite WAL syncer takes this lock before each sync (a test holds it
+    /// to watch batches that are committed and not yet answered).
+    pub sqlite_sync_gate: Option<Arc<std::sync::Mutex<()>>>,
 }
 
 impl Default for CommitOptions {
@@ -124,6 +130,7 @@ impl Default for CommitOptions {
             pg_in_flight: 4,
             pg_durable_barrier: DURABLE_BARRIER,
             sqlite_wal_restart_pages: 4096,
+            sqlite_sync_gate: None,
         }
     }
 }
@@ -664,12 +671,20 @@ fn sqlite_committer(
     }
     rt.block_on(async move {
         let mut conn: Option<LiteConn> = None;
+        // Durable mode: commits leave the WAL's sync to the syncer thread, which answers the
+        // batches (early sync release, `wal_sync.rs`). Started with the connection.
+        let mut syncer: Option<wal_sync::WalSyncer> = None;
         while let Some(mut batch) = next_batch(&jobs, &options).await {
             if batch.is_empty() {
                 continue;
             }
             let started = Instant::now();
             record_batch(&batch);
+            if syncer.as_ref().is_some_and(|s| s.failed.load(Ordering::Relaxed)) {
+                tracing::error!("committer: the write-ahead log could not be synced earlier; writes are refused until shopd restarts");
+                answer(batch, Fate::Failed, started);
+                continue;
+            }
             let lite = match conn.take() {
                 Some(c) => c,
                 None => match LiteConn::open(&path, durable) {
@@ -682,13 +697,16 @@ fn sqlite_committer(
                     }
                 },
             };
+            if durable && syncer.is_none() {
+                syncer = lite.wal_path().and_then(|wal| {
+                    wal_sync::WalSyncer::start(wal, handoff.clone(), options.sqlite_sync_gate.clone())
+                });
+            }
             let mut tx = Tx::Lite(lite);
+            let defer = syncer.as_ref().map(|_| DeferCommitSync::start());
             let committed = match tx.raw_batch("BEGIN IMMEDIATE").await {
                 Ok(()) => match run_jobs_guarded(&mut tx, &mut batch, &handoff).await {
-                    Ok(events) => {
-                        hand_over(events, &handoff);
-                        Ok(())
-                    }
+                    Ok(events) => Ok(events),
                     Err(err) => {
                         let _ = tx.raw_batch("ROLLBACK").await;
                         Err(err)
@@ -696,17 +714,36 @@ fn sqlite_committer(
                 },
                 Err(err) => Err(err),
             };
-            let fate = match committed {
-                Ok(()) => Fate::Committed,
-                Err(err) => {
-                    tracing::error!(error = %err, "committer: commit failed; every caller of the batch gets 503");
-                    Fate::Failed
-                }
-            };
+            drop(defer);
+            let owes_sync = take_owed_sync();
             if let Tx::Lite(lite) = tx {
                 conn = Some(lite);
             }
-            answer(batch, fate, started);
+            match committed {
+                Ok(events) => {
+                    let committed = wal_sync::Committed { batch, events, started, owes_sync };
+                    match &syncer {
+                        Some(s) => {
+                            if let Err(committed) = s.send(committed) {
+                                // The syncer thread is gone: sync here.
+                                if let Some(wal) = conn.as_ref().and_then(LiteConn::wal_path) {
+                                    wal_sync::sync_and_answer(&wal, vec![committed], &handoff, &s.failed);
+                                } else {
+                                    answer(committed.batch, Fate::Unconfirmed, started);
+                                }
+                            }
+                        }
+                        None => {
+                            hand_over(committed.events, &handoff);
+                            answer(committed.batch, Fate::Committed, started);
+                        }
+                    }
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "committer: commit failed; every caller of the batch gets 503");
+                    answer(batch, Fate::Failed, started);
+                }
+            }
             // After answering: the callers do not wait for the copy.
             if restart_wal.swap(false, Ordering::Relaxed)
                 && let Some(c) = conn.as_mut()

@@ -76,10 +76,13 @@ impl LiteConn {
         // by a separate connection (see `checkpoint`), off the committer's thread.
         // journal_size_limit: when the WAL starts over, a file that grew past 64 MiB (a reader
         // held it back; an older shopd) is cut back to that.
+        // cache_size: 64 MiB of pages (taken as used) instead of SQLite's 2 MiB. Orders touch
+        // member, product and index pages at random; with the default cache a fifth of them
+        // were read back from the file (`pread`, 2 per 3 orders) at every batch.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;
-             PRAGMA journal_size_limit = 67108864;"
+             PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;"
         ))
         .map_err(lite)?;
         Ok(Self { conn })
@@ -112,6 +115,27 @@ impl LiteConn {
             stmt.raw_execute().map_err(lite)?;
         }
         Ok(())
+    }
+
+    /// The path of the main database's write-ahead log, as SQLite names it (beside the file
+    /// it resolved the database path to). `None` if SQLite knows no file name.
+    pub fn wal_path(&self) -> Option<std::path::PathBuf> {
+        // SAFETY: `sqlite3_db_filename` returns the name SQLite keeps for the open database (or
+        // null) for as long as the connection is open; `sqlite3_filename_wal` takes exactly
+        // such a name and returns a string that lives as long. Both are copied at once.
+        #[allow(unsafe_code)]
+        unsafe {
+            let db = rusqlite::ffi::sqlite3_db_filename(self.conn.handle(), c"main".as_ptr());
+            if db.is_null() {
+                return None;
+            }
+            let wal = rusqlite::ffi::sqlite3_filename_wal(db);
+            if wal.is_null() {
+                return None;
+            }
+            let name = std::ffi::CStr::from_ptr(wal).to_str().ok()?;
+            (!name.is_empty()).then(|| std::path::PathBuf::from(name))
+        }
     }
 
     /// The name of the VFS the connection's main database was opened with.

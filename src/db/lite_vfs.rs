@@ -20,7 +20,21 @@
 //! - A crash loses only held bytes of a transaction that had not reached its sync, i.e. had not
 //!   committed: SQLite's recovery ignores such a WAL tail (its frame checksums do not chain).
 //! - Everything else (locks, shared memory, other files) goes straight to the platform VFS.
+//!
+//! It also lets the committer leave a commit's sync to another thread ([`DeferCommitSync`],
+//! docs/architecture.md "Early sync release"): while the committer's thread has it on, the
+//! WAL's `xSync` writes what is held and returns without waiting for the disk, and notes that a
+//! sync is owed ([`take_owed_sync`]); the committer answers the batch's callers only after its
+//! WAL syncer has synced the file. That is SQLite's own `synchronous = NORMAL` commit (the
+//! commit is published, not yet durable; never corrupt) followed by an explicit sync before
+//! anyone is told. Syncs that guard more than one commit stay real, whatever the setting:
+//! - a sync after the WAL header was written (the log started over: its new salts must be on
+//!   disk before frames that rely on them), and the file's first sync (the platform VFS also
+//!   syncs the directory of a new file then);
+//! - a checkpoint's (before it copies frames into the database file): the committer turns the
+//!   setting off around its own checkpoints, and the checkpointer's connection never uses it.
 
+use std::cell::Cell;
 use std::ffi::{CStr, c_char, c_int, c_void};
 use std::sync::OnceLock;
 
@@ -35,6 +49,43 @@ const HOLD_MAX: usize = 8 << 20;
 /// The most one write of the platform VFS takes: the unix VFS masks a write's length with
 /// `0x1ffff` (`seekAndWriteFd`), so longer ones are passed on in pieces of 31 pages.
 const WRITE_MAX: usize = 31 * 4096;
+
+/// The WAL header's size: a write below this offset (re)writes the header.
+const WAL_HEADER: i64 = 32;
+
+thread_local! {
+    /// On while the committer's thread runs a batch (see [`DeferCommitSync`]).
+    static DEFER_COMMIT_SYNC: Cell<bool> = const { Cell::new(false) };
+    /// A commit on this thread returned without syncing the WAL since the last
+    /// [`take_owed_sync`].
+    static SYNC_OWED: Cell<bool> = const { Cell::new(false) };
+    /// Tests: real syncs of a WAL made on this thread.
+    #[cfg(test)]
+    static REAL_SYNCS: Cell<u32> = const { Cell::new(0) };
+}
+
+/// While alive, commits made on this thread leave the WAL's sync to the caller (see the
+/// module's documentation). Off again when dropped, also on a panic.
+pub struct DeferCommitSync(());
+
+impl DeferCommitSync {
+    pub fn start() -> Self {
+        DEFER_COMMIT_SYNC.with(|d| d.set(true));
+        DeferCommitSync(())
+    }
+}
+
+impl Drop for DeferCommitSync {
+    fn drop(&mut self) {
+        DEFER_COMMIT_SYNC.with(|d| d.set(false));
+    }
+}
+
+/// Whether a commit on this thread left the WAL's sync owed since the last call: the WAL file
+/// must be synced (e.g. `File::sync_data` on it) before that commit is reported durable.
+pub fn take_owed_sync() -> bool {
+    SYNC_OWED.with(|o| o.replace(false))
+}
 
 /// Register the VFS (once per process). `false` if SQLite refused it: the caller then opens with
 /// the default VFS.
@@ -72,6 +123,10 @@ struct HeldFile {
     held_at: i64,
     /// Only the WAL holds writes.
     holds: bool,
+    /// The file was synced for real at least once since it was opened.
+    synced: bool,
+    /// The WAL header was written since the last real sync.
+    header_unsynced: bool,
 }
 
 const fn real_offset() -> usize {
@@ -142,6 +197,8 @@ unsafe extern "C" fn open(
                 held: Vec::new(),
                 held_at: 0,
                 holds: flags & ffi::SQLITE_OPEN_WAL != 0,
+                synced: false,
+                header_unsynced: false,
             },
         );
         ffi::SQLITE_OK
@@ -217,6 +274,9 @@ unsafe extern "C" fn write(
             return ffi::SQLITE_IOERR_WRITE;
         };
         if f.holds {
+            if offset < WAL_HEADER {
+                f.header_unsynced = true;
+            }
             let continues = offset == f.held_at + f.held.len() as i64;
             if !continues || f.held.len() + len > HOLD_MAX {
                 let rc = release(f);
@@ -266,7 +326,6 @@ macro_rules! pass_on {
 
 pass_on!(read, xRead, ffi::SQLITE_IOERR_READ, (buf: *mut c_void, amount: c_int, offset: i64), release);
 pass_on!(truncate, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, (size: i64), release);
-pass_on!(sync, xSync, ffi::SQLITE_IOERR_FSYNC, (flags: c_int), release);
 pass_on!(file_size, xFileSize, ffi::SQLITE_IOERR_FSTAT, (size: *mut i64), release);
 pass_on!(file_control, xFileControl, ffi::SQLITE_NOTFOUND, (op: c_int, arg: *mut c_void), release);
 pass_on!(lock, xLock, ffi::SQLITE_IOERR_LOCK, (level: c_int));
@@ -279,6 +338,36 @@ pass_on!(shm_lock, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, (offset: c_int, n: c_int
 pass_on!(shm_unmap, xShmUnmap, ffi::SQLITE_OK, (delete: c_int));
 pass_on!(fetch, xFetch, ffi::SQLITE_OK, (offset: i64, amount: c_int, out: *mut *mut c_void));
 pass_on!(unfetch, xUnfetch, ffi::SQLITE_OK, (offset: i64, page: *mut c_void));
+
+/// Write what is held, then sync — or, for a commit of the committer's thread while it defers
+/// syncs, note the sync as owed (see the module's documentation).
+#[allow(unsafe_code)]
+unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
+    unsafe {
+        let f = held(file);
+        let rc = release(f);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        if f.holds && f.synced && !f.header_unsynced && DEFER_COMMIT_SYNC.with(Cell::get) {
+            SYNC_OWED.with(|o| o.set(true));
+            return ffi::SQLITE_OK;
+        }
+        let rc = match methods(f).xSync {
+            Some(sync) => sync(f.real, flags),
+            None => ffi::SQLITE_IOERR_FSYNC,
+        };
+        #[cfg(test)]
+        if f.holds {
+            REAL_SYNCS.with(|n| n.set(n.get() + 1));
+        }
+        if rc == ffi::SQLITE_OK {
+            f.synced = true;
+            f.header_unsynced = false;
+        }
+        rc
+    }
+}
 
 #[allow(unsafe_code)]
 unsafe extern "C" fn shm_barrier(file: *mut ffi::sqlite3_file) {
@@ -368,6 +457,58 @@ mod tests {
             })
             .expect("read");
         assert_eq!((count, longer), (2_000, 286));
+    }
+
+    /// While the committer defers syncs, a commit is readable by other connections at once and
+    /// leaves its sync owed, but the WAL header — written by the log's first commit, and again
+    /// by the first after it started over — is synced for real before any frame that relies on
+    /// it. Without the deferral every commit syncs.
+    #[test]
+    fn a_deferred_commit_is_published_at_once_and_owes_its_sync() {
+        use super::{DeferCommitSync, REAL_SYNCS, take_owed_sync};
+        let real_syncs = || REAL_SYNCS.with(|n| n.replace(0));
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("t.db");
+        let mut c = LiteConn::open(&path, true).expect("open");
+        let insert = |c: &mut LiteConn, n: i64| {
+            c.batch("BEGIN IMMEDIATE").expect("begin");
+            c.execute("INSERT INTO t (n) VALUES ($1)", &[&n])
+                .expect("insert");
+            c.batch("COMMIT").expect("commit");
+        };
+        let rows = || -> i64 {
+            reader(&path)
+                .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .expect("count")
+        };
+        real_syncs();
+        {
+            let _defer = DeferCommitSync::start();
+            c.batch("CREATE TABLE t (n INTEGER PRIMARY KEY)")
+                .expect("create");
+            assert_eq!(real_syncs(), 1, "the log's header is synced for real");
+            assert!(take_owed_sync(), "the commit's own sync is owed");
+            insert(&mut c, 1);
+            assert_eq!(real_syncs(), 0, "no real sync");
+            assert!(take_owed_sync(), "a later commit leaves its sync owed");
+            assert!(!take_owed_sync(), "taken once");
+            assert_eq!(rows(), 1, "published before it is synced");
+        }
+        insert(&mut c, 2);
+        assert!(!take_owed_sync(), "without the deferral a commit syncs");
+        assert_eq!(real_syncs(), 1);
+        // Every frame is copied (the checkpoint syncs the log first, deferral off), so the
+        // next commit starts the log over and rewrites its header.
+        c.checkpoint().expect("checkpoint");
+        real_syncs();
+        let _defer = DeferCommitSync::start();
+        insert(&mut c, 3);
+        assert_eq!(real_syncs(), 1, "the rewritten header is synced for real");
+        assert!(take_owed_sync());
+        insert(&mut c, 4);
+        assert_eq!(real_syncs(), 0);
+        assert!(take_owed_sync());
+        assert_eq!(rows(), 4);
     }
 
     /// The durable connection uses this VFS; the relaxed one (no sync at commit) must not.

@@ -191,6 +191,95 @@ async fn an_unconfirmed_postgres_batch_is_answered_503_and_the_committer_goes_on
     );
 }
 
+/// SQLite's early sync release: a batch's commit does not wait for the disk (the next batch
+/// runs at once) and its callers are answered only once the WAL syncer has synced the log.
+/// Here the syncer first waits on a lock the test holds: both writes are committed — readable
+/// — the second in a batch that ran while the first waited for "the disk", and neither is
+/// answered until the test lets the syncer through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_batch_is_answered_only_once_its_log_is_synced() {
+    let gate = Arc::new(std::sync::Mutex::new(()));
+    let Some(app) = TestApp::spawn_with(Backend::Sqlite, |s| {
+        s.database.sqlite_sync_gate = Some(gate.clone());
+    })
+    .await
+    else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    // The lock is held by a thread of its own until the test sends `release`.
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let (held, is_held) = std::sync::mpsc::channel::<()>();
+    let holder = {
+        let gate = gate.clone();
+        std::thread::spawn(move || {
+            let _disk = gate.lock();
+            let _ = held.send(());
+            let _ = released.recv();
+        })
+    };
+    is_held.recv().expect("the disk is held");
+    let write = |n: i64| {
+        let db = app.db.clone();
+        tokio::spawn(async move {
+            db.write(Locks::none(), async move |tx: &mut Tx| {
+                sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+                Ok::<_, AppError>(())
+            })
+            .await
+        })
+    };
+    let first = write(1);
+    wait_for_scratch_rows(&app, &[1]).await;
+    let second = write(2);
+    wait_for_scratch_rows(&app, &[1, 2]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "committed batches are not answered before their log is synced"
+    );
+    release.send(()).expect("release the disk");
+    holder.join().expect("holder");
+    for answer in [first, second] {
+        answer.await.expect("task").expect("answered once synced");
+    }
+}
+
+/// A WAL sync that fails (here the `-wal` file was removed behind SQLite's back, so the syncer
+/// cannot open it) leaves the batch's outcome unknown: its caller gets `503`, and every later
+/// write is refused — after a failed sync the kernel may have dropped pages it could not write,
+/// so no later commit could be trusted to be durable either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_log_sync_answers_503_and_stops_writes() {
+    let Some(app) = TestApp::spawn(Backend::Sqlite).await else {
+        return;
+    };
+    create_scratch_table(&app).await;
+    let mut wal = app.sqlite_path().expect("a SQLite app").into_os_string();
+    wal.push("-wal");
+    std::fs::remove_file(&wal).expect("remove the WAL");
+    let insert = |n: i64| {
+        app.db.write(Locks::none(), async move |tx: &mut Tx| {
+            sql_execute!(tx, "INSERT INTO scratch (n) VALUES ($1)", n)?;
+            Ok::<_, AppError>(())
+        })
+    };
+    // A commit that starts the log over syncs it itself (through SQLite's own descriptor);
+    // the next one leaves its sync to the syncer, which fails.
+    let mut failed = None;
+    for n in 1..=5_i64 {
+        if let Err(err) = insert(n).await {
+            failed = Some(err);
+            break;
+        }
+    }
+    let err = failed.expect("a write whose log sync failed is not answered as applied");
+    assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE, "{err:?}");
+    let later = insert(100).await.expect_err("later writes are refused");
+    assert_eq!(later.status(), StatusCode::SERVICE_UNAVAILABLE, "{later:?}");
+    assert!(!scratch_rows(&app).await.contains(&100), "refused, not run");
+}
+
 /// Poll until the scratch table holds exactly `expected` (committed rows), at most 20 s.
 async fn wait_for_scratch_rows(app: &TestApp, expected: &[i64]) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
