@@ -76,13 +76,15 @@ impl LiteConn {
         // by a separate connection (see `checkpoint`), off the committer's thread.
         // journal_size_limit: when the WAL starts over, a file that grew past 64 MiB (a reader
         // held it back; an older shopd) is cut back to that.
-        // cache_size: 64 MiB of pages (taken as used) instead of SQLite's 2 MiB. Orders touch
-        // member, product and index pages at random; with the default cache a fifth of them
-        // were read back from the file (`pread`, 2 per 3 orders) at every batch.
+        // cache_size: 4 MiB of pages instead of SQLite's 2 MiB, and no more. A B-tree split
+        // renumbers pages through the lock page's number (page 262,145), so the next commit
+        // truncates the cache by scanning its whole hash table: with 64 MiB that scan took 8 %
+        // of the committer, more than the `pread`s a small cache costs (pages come back from
+        // the OS cache). Measured in docs/benchmarks.md ("Page cache size").
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;
              PRAGMA temp_store = MEMORY; PRAGMA wal_autocheckpoint = 0;
-             PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -65536;"
+             PRAGMA journal_size_limit = 67108864; PRAGMA cache_size = -4096;"
         ))
         .map_err(lite)?;
         Ok(Self { conn })
