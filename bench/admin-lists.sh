@@ -87,7 +87,22 @@ else
 fi
 COLS="id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id, expires_at, created_at, updated_at, paid_at"
 # No cursor: the upper bound is `to` with id bound 0; a deep page: a cursor's (created_at, id).
-q() { echo "SELECT $COLS FROM orders WHERE $1 created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4) ORDER BY created_at DESC, id DESC LIMIT 21"; }
+q1() { echo "SELECT $COLS FROM orders WHERE $1 created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4) ORDER BY created_at DESC, id DESC LIMIT 21"; }
+# No filter (store::admin::ALL_STATUSES_PAGE_*): each status's rows (SQLite) or newest page
+# (PostgreSQL), merged.
+q_all() {
+  local sql="" s
+  for s in PENDING PAID CONFIRMED PARTIALLY_REFUNDED REFUNDED CANCELLED EXPIRED; do
+    [ -n "$sql" ] && sql="$sql UNION ALL "
+    if [ "$BACKEND" = sqlite ]; then
+      sql="${sql}SELECT $COLS FROM orders WHERE status = '$s' AND created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4)"
+    else
+      sql="${sql}SELECT * FROM ($(q1 "status = '$s' AND" "$2" "$3" "$4")) AS page"
+    fi
+  done
+  echo "$sql ORDER BY created_at DESC, id DESC LIMIT 21"
+}
+q() { if [ -z "$1" ]; then q_all "$@"; else q1 "$@"; fi; }
 for case in "none|" "status|status = 'PAID' AND" "userId|user_id = 4242 AND" "userId+status|user_id = 4242 AND (status || '') = 'PAID' AND"; do
   name=${case%%|*}; filter=${case#*|}
   echo "-- plan: orders, filter $name, first page"; explain "$(q "$filter" "$F" "$T" 0)"

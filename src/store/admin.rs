@@ -3,10 +3,11 @@
 //! Every list is keyset-paginated over an index, so a page costs the same on the first page
 //! as on the ten-thousandth (docs/back-office.md shows the plans):
 //!
-//! - orders, newest first by `(created_at, id)`: `orders_by_created`, `orders_by_status_created`
-//!   or `orders_by_user_created` (migration 0007); `from`/`to` bound the trailing `created_at`.
-//!   Each filter combination is its own static statement, so no `$n IS NULL OR ...` term hides
-//!   the index from a generic plan;
+//! - orders, newest first by `(created_at, id)`: `orders_by_status_created` (migration 0007),
+//!   one branch per status merged when no status is asked ([`ALL_STATUSES_PAGE_SQLITE`]), or the
+//!   member's `orders_by_user`; `from`/`to` bound the trailing `created_at`. Each filter
+//!   combination is its own static statement, so no `$n IS NULL OR ...` term hides the index
+//!   from a generic plan;
 //! - members, products, campaigns: by id (primary key; `products_by_status` for `?status`); the
 //!   member name search reads a trigram index for a term of 3+ characters (migration 0011,
 //!   [`list_members`]).
@@ -39,17 +40,79 @@ pub struct OrderFilter {
 }
 
 macro_rules! admin_order_query {
-    ($filter:literal) => {
+    ($($filter:literal),*) => {
         concat!(
             "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
              coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount \
              FROM orders WHERE ",
-            $filter,
+            $($filter,)*
             " created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
              ORDER BY created_at DESC, id DESC LIMIT $4"
         )
     };
 }
+
+/// One status's rows of the unfiltered page, for SQLite: no `ORDER BY` or `LIMIT` of its own.
+macro_rules! status_rows {
+    ($status:literal) => {
+        concat!(
+            "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
+             coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount \
+             FROM orders WHERE status = '",
+            $status,
+            "' AND created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3)"
+        )
+    };
+}
+
+/// One status's page of the unfiltered page, for PostgreSQL: a backward range scan of
+/// `orders_by_status_created` that stops after `limit` rows.
+macro_rules! status_page {
+    ($status:literal) => {
+        concat!(
+            "SELECT * FROM (",
+            admin_order_query!("status = '", $status, "' AND"),
+            ") AS page"
+        )
+    };
+}
+
+/// Every status, in [`OrderStatus::ALL`]'s order, joined by `UNION ALL`.
+macro_rules! every_status {
+    ($branch:ident) => {
+        concat!(
+            $branch!("PENDING"),
+            " UNION ALL ",
+            $branch!("PAID"),
+            " UNION ALL ",
+            $branch!("CONFIRMED"),
+            " UNION ALL ",
+            $branch!("PARTIALLY_REFUNDED"),
+            " UNION ALL ",
+            $branch!("REFUNDED"),
+            " UNION ALL ",
+            $branch!("CANCELLED"),
+            " UNION ALL ",
+            $branch!("EXPIRED"),
+            " ORDER BY created_at DESC, id DESC LIMIT $4"
+        )
+    };
+}
+
+/// The page of all orders, newest first, without an index of its own: the orders of each
+/// status read backwards from `orders_by_status_created`, merged in order. Until migration
+/// 0017 an `orders_by_created (created_at, id)` index served it, one more index entry written
+/// by every order (issue #10). A page reads at most `limit` entries of each status, whatever
+/// the table's size (docs/back-office.md shows the plans).
+///
+/// SQLite merges the branches as they come (`MERGE (UNION ALL)`, each a covering index scan)
+/// and stops at `limit` rows in all.
+pub const ALL_STATUSES_PAGE_SQLITE: &str = every_status!(status_rows);
+
+/// PostgreSQL does not merge plain branches (it appended and sorted every row of the range:
+/// 1,500 pages read at 200,000 orders); with a `LIMIT` in each it does (`Merge Append` of
+/// seven `Limit`s over backward index scans, about 30 pages read).
+pub const ALL_STATUSES_PAGE_POSTGRES: &str = every_status!(status_page);
 
 /// One page of orders, newest first (`limit` rows as asked: the caller over-fetches by one).
 ///
@@ -63,7 +126,10 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
         _ => (f.to, 0),
     };
     let rows = match (f.status.map(OrderStatus::as_str), f.user_id) {
-        (None, None) => sql_all!(OrderRow; h, admin_order_query!(""), f.from, at, id, f.limit)?,
+        (None, None) => {
+            let sql = (h.dialect()).pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES);
+            sql_all!(OrderRow; h, sql, f.from, at, id, f.limit)?
+        }
         (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
             f.from, at, id, f.limit, status)?,
         (None, Some(user_id)) => {
@@ -81,12 +147,13 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
 }
 
 /// A page of one member's orders: the member's orders (`orders_by_user`) sorted by
-/// `created_at`, or, for a short window, that window on `orders_by_created`.
+/// `created_at`.
 ///
 /// On PostgreSQL the statement is sent unprepared, so it is planned with its values: a cached
 /// generic plan cannot tell a one-day window from all time and walked `orders_by_created`
-/// backwards through everyone's orders looking for the member's (p50 0.5 → 5.6 ms at 200,000
-/// orders once migration 0013 dropped `orders_by_user_created`).
+/// (dropped since, migration 0017) backwards through everyone's orders looking for the
+/// member's (p50 0.5 → 5.6 ms at 200,000 orders once migration 0013 dropped
+/// `orders_by_user_created`); with its values it reads the member's few orders.
 async fn member_orders(
     h: &mut impl Handle,
     sql: &'static str,
@@ -347,6 +414,18 @@ pub async fn close_campaign(tx: &mut Tx, id: i64, now: DateTime<Utc>) -> AppResu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_unfiltered_order_page_reads_every_status() {
+        for sql in [ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES] {
+            let branches = sql.matches(" UNION ALL ").count() + 1;
+            assert_eq!(branches, OrderStatus::ALL.len());
+            for status in OrderStatus::ALL {
+                let term = format!("status = '{}' AND", status.as_str());
+                assert_eq!(sql.matches(&term).count(), 1, "{term}");
+            }
+        }
+    }
 
     #[test]
     fn search_terms_match_literally() {
