@@ -88,17 +88,18 @@ fi
 COLS="id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id, expires_at, created_at, updated_at, paid_at"
 # No cursor: the upper bound is `to` with id bound 0; a deep page: a cursor's (created_at, id).
 q1() { echo "SELECT $COLS FROM orders WHERE $1 created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4) ORDER BY created_at DESC, id DESC LIMIT 21"; }
-# No filter (store::admin::ALL_STATUSES_PAGE_*): each status's rows (SQLite) or newest page
-# (PostgreSQL), merged.
+# No filter (store::admin::ALL_STATUSES_PAGE_*): each status's rows merged (SQLite), or one
+# lateral page per status, sorted (PostgreSQL).
+STATUSES="PENDING PAID CONFIRMED PARTIALLY_REFUNDED REFUNDED CANCELLED EXPIRED"
 q_all() {
   local sql="" s
-  for s in PENDING PAID CONFIRMED PARTIALLY_REFUNDED REFUNDED CANCELLED EXPIRED; do
+  if [ "$BACKEND" = postgres ]; then
+    echo "SELECT page.* FROM unnest('{$(echo $STATUSES | tr ' ' ,)}'::text[]) AS s(status) CROSS JOIN LATERAL ($(q1 "orders.status = s.status AND" "$2" "$3" "$4")) AS page ORDER BY created_at DESC, id DESC LIMIT 21"
+    return
+  fi
+  for s in $STATUSES; do
     [ -n "$sql" ] && sql="$sql UNION ALL "
-    if [ "$BACKEND" = sqlite ]; then
-      sql="${sql}SELECT $COLS FROM orders WHERE status = '$s' AND created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4)"
-    else
-      sql="${sql}SELECT * FROM ($(q1 "status = '$s' AND" "$2" "$3" "$4")) AS page"
-    fi
+    sql="${sql}SELECT $COLS FROM orders WHERE status = '$s' AND created_at >= $2 AND created_at <= $3 AND (created_at < $3 OR id < $4)"
   done
   echo "$sql ORDER BY created_at DESC, id DESC LIMIT 21"
 }
