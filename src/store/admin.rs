@@ -115,7 +115,9 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
     };
     let rows = match (f.status.map(OrderStatus::as_str), f.user_id) {
         (None, None) => {
-            let sql = (h.dialect()).pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES);
+            let sql = h
+                .dialect()
+                .pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES);
             sql_all!(OrderRow; h, sql, f.from, at, id, f.limit)?
         }
         (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
