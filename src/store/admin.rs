@@ -21,7 +21,7 @@ use crate::domain::pagination::Page;
 use crate::domain::product::ProductStatus;
 use crate::error::{AppError, AppResult};
 use crate::store::coupons::{CampaignRow, coupon_not_found, find_campaign};
-use crate::store::orders::OrderRow;
+use crate::store::orders::{OrderRow, order_columns};
 use crate::store::products::ProductRow;
 use crate::{sql_all, sql_optional, sql_scalar_optional};
 
@@ -39,15 +39,23 @@ pub struct OrderFilter {
     pub limit: i64,
 }
 
+/// The page's window on `(created_at, id)`: from `$1`, up to the row `($2, $3)` exclusive.
+macro_rules! page_window {
+    () => {
+        "created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3)"
+    };
+}
+
 macro_rules! admin_order_query {
     ($filter:literal) => {
         concat!(
-            "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
-             coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount \
-             FROM orders WHERE ",
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE ",
             $filter,
-            " created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3) \
-             ORDER BY created_at DESC, id DESC LIMIT $4"
+            " ",
+            page_window!(),
+            " ORDER BY created_at DESC, id DESC LIMIT $4"
         )
     };
 }
@@ -56,11 +64,12 @@ macro_rules! admin_order_query {
 macro_rules! status_rows {
     ($status:literal) => {
         concat!(
-            "SELECT id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, \
-             coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount \
-             FROM orders WHERE status = '",
+            "SELECT ",
+            order_columns!(),
+            " FROM orders WHERE status = '",
             $status,
-            "' AND created_at >= $1 AND created_at <= $2 AND (created_at < $2 OR id < $3)"
+            "' AND ",
+            page_window!()
         )
     };
 }

@@ -22,6 +22,8 @@ macro_rules! order_columns {
         "id, user_id, status, from_cart, subtotal, discount, total, user_coupon_id, coupon_id, expires_at, created_at, updated_at, paid_at, confirmed_at, refunded_amount"
     };
 }
+// The back office's order lists read the same columns (`store::admin`).
+pub(crate) use order_columns;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OrderRow {
