@@ -1,4 +1,4 @@
-//! Command line: `serve`, `migrate`, `seed-demo`.
+//! Command line: `serve`, `migrate`, `seed-demo`, `rank`, `mock-platform`, `explain-admin-lists`.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -27,6 +27,10 @@ pub enum Command {
     Rank(RankArgs),
     /// Run a stand-in data platform that receives shopd's events (any type) and reports them.
     MockPlatform(MockPlatformArgs),
+    /// Print the query plans of the back office's list statements on this database, with
+    /// sample values (bench/admin-lists.sh runs it on a seeded database; PostgreSQL runs each
+    /// statement: read-only, but a load on a busy production database).
+    ExplainAdminLists(DatabaseSettings),
 }
 
 #[derive(clap::Args, Debug)]
@@ -127,6 +131,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     r.revenue
                 );
             }
+            db.close().await;
+            Ok(())
+        }
+        Command::ExplainAdminLists(db) => {
+            init_logging(LogFormat::Text);
+            let db = connect(&db).await?;
+            let mut conn = db.read().await.context("connecting to explain")?;
+            let plans = crate::store::list_plans::explain_lists(&mut conn)
+                .await
+                .map_err(anyhow::Error::new)?;
+            for plan in plans {
+                println!("-- plan: {}", plan.title);
+                for line in plan.lines {
+                    println!("{line}");
+                }
+            }
+            drop(conn);
             db.close().await;
             Ok(())
         }

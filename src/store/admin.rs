@@ -122,27 +122,31 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
         Some((at, id)) if at < f.to => (at, id),
         _ => (f.to, 0),
     };
+    let sql = order_page_sql(h.dialect(), f.status.is_some(), f.user_id.is_some());
     let rows = match (f.status.map(OrderStatus::as_str), f.user_id) {
-        (None, None) => {
-            let sql = h
-                .dialect()
-                .pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES);
-            sql_all!(OrderRow; h, sql, f.from, at, id, f.limit)?
-        }
-        (Some(status), None) => sql_all!(OrderRow; h, admin_order_query!("status = $5 AND"),
-            f.from, at, id, f.limit, status)?,
-        (None, Some(user_id)) => {
-            let sql = admin_order_query!("user_id = $5 AND");
-            member_orders(h, sql, f, (at, id), user_id, None).await?
-        }
-        // A member has few orders: walk the member's index and check the status on each row.
-        // `status || ''` keeps SQLite (which has no statistics) from picking the status index.
+        (None, None) => sql_all!(OrderRow; h, sql, f.from, at, id, f.limit)?,
+        (Some(status), None) => sql_all!(OrderRow; h, sql, f.from, at, id, f.limit, status)?,
+        (None, Some(user_id)) => member_orders(h, sql, f, (at, id), user_id, None).await?,
         (Some(status), Some(user_id)) => {
-            let sql = admin_order_query!("user_id = $5 AND (status || '') = $6 AND");
             member_orders(h, sql, f, (at, id), user_id, Some(status)).await?
         }
     };
     Ok(rows)
+}
+
+/// The statement of one page of orders as [`list_orders`] runs it, by which filters are set.
+/// Parameters: `$1` from, `$2` the upper `created_at`, `$3` the upper id, `$4` the limit, then
+/// the member or the status as `$5`, or both as `$5` and `$6`. Public for
+/// [`explain_lists`] (`shopd explain-admin-lists`).
+pub fn order_page_sql(dialect: Dialect, status: bool, member: bool) -> &'static str {
+    match (status, member) {
+        (false, false) => dialect.pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES),
+        (true, false) => admin_order_query!("status = $5 AND"),
+        (false, true) => admin_order_query!("user_id = $5 AND"),
+        // A member has few orders: walk the member's index and check the status on each row.
+        // `status || ''` keeps SQLite (which has no statistics) from picking the status index.
+        (true, true) => admin_order_query!("user_id = $5 AND (status || '') = $6 AND"),
+    }
 }
 
 /// A page of one member's orders: the member's orders (`orders_by_user`) sorted by
@@ -231,6 +235,16 @@ impl NameSearch {
     /// Whether a trigram index answers this term (three characters or more).
     pub fn indexed(&self) -> bool {
         self.phrase.is_some()
+    }
+
+    /// The `LIKE` pattern (`$3` of [`MEMBERS_LIKE`] and [`MEMBERS_FTS_SQLITE`]).
+    pub fn like_pattern(&self) -> &str {
+        &self.like
+    }
+
+    /// The FTS5 phrase (`$4` of [`MEMBERS_FTS_SQLITE`]), for a term of three characters or more.
+    pub fn fts_phrase(&self) -> Option<&str> {
+        self.phrase.as_deref()
     }
 }
 

@@ -9,6 +9,7 @@ pub mod balance;
 pub mod cart;
 pub mod coupons;
 pub mod idempotency;
+pub mod list_plans;
 pub mod orders;
 pub mod outbox;
 pub mod products;

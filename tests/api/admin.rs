@@ -16,6 +16,7 @@ on_both_backends!(
     admin_users_search_by_name_with_balance,
     admin_users_search_through_the_trigram_index,
     admin_users_search_plan_uses_the_trigram_index,
+    admin_list_plans_are_read_from_the_statements_shopd_runs,
     admin_products_lists_every_status,
     admin_coupons_list_patch_and_close,
     member_rotates_token_old_one_refused_by_both_instances,
@@ -418,6 +419,47 @@ async fn admin_users_search_through_the_trigram_index(backend: Backend) {
 /// The plan of a 3+ character search: SQLite reads the FTS5 trigram table; PostgreSQL (20,000
 /// members, analyzed, planned with the term as the server does) the `users_name_trgm` GIN
 /// index for a rare term, and the primary key for a term one member in five has.
+/// `shopd explain-admin-lists` (bench/admin-lists.sh): every list statement is explained with
+/// its values bound, on the database as it is.
+async fn admin_list_plans_are_read_from_the_statements_shopd_runs(backend: Backend) {
+    let Some(app) = TestApp::spawn(backend).await else {
+        return;
+    };
+    let mut conn = app.db.read().await.unwrap();
+    let plans = shopd::store::list_plans::explain_lists(&mut conn)
+        .await
+        .unwrap();
+    let plan = |title: &str| -> String {
+        plans
+            .iter()
+            .find(|p| p.title.starts_with(title))
+            .map(|p| p.lines.join("\n"))
+            .unwrap_or_else(|| panic!("no plan {title}"))
+    };
+    assert_eq!(
+        plans
+            .iter()
+            .filter(|p| p.title.starts_with("orders"))
+            .count(),
+        12
+    );
+    assert!(plans.iter().all(|p| !p.lines.is_empty()));
+    if backend == Backend::Sqlite {
+        // SQLite plans without statistics: the indexes the statements are written for.
+        let all = plan("orders, filter none, first page");
+        assert!(all.contains("MERGE (UNION ALL)"), "{all}");
+        assert!(all.contains("orders_by_status_created"), "{all}");
+        assert!(!all.contains("TEMP B-TREE"), "no sort: {all}");
+        let member = plan("orders, filter userId, first page");
+        assert!(member.contains("orders_by_user"), "{member}");
+        let search = plan("members, q=member 4242");
+        assert!(search.contains("VIRTUAL TABLE INDEX"), "{search}");
+    } else {
+        // EXPLAIN ANALYZE ran each statement.
+        assert!(plan("orders, filter none, first page").contains("actual rows"));
+    }
+}
+
 async fn admin_users_search_plan_uses_the_trigram_index(backend: Backend) {
     let Some(app) = TestApp::spawn(backend).await else {
         return;
