@@ -137,7 +137,7 @@ pub async fn list_orders(h: &mut impl Handle, f: &OrderFilter) -> AppResult<Vec<
 /// The statement of one page of orders as [`list_orders`] runs it, by which filters are set.
 /// Parameters: `$1` from, `$2` the upper `created_at`, `$3` the upper id, `$4` the limit, then
 /// the member or the status as `$5`, or both as `$5` and `$6`. Public for
-/// [`explain_lists`] (`shopd explain-admin-lists`).
+/// [`explain_lists`](crate::store::list_plans::explain_lists) (`shopd explain-admin-lists`).
 pub fn order_page_sql(dialect: Dialect, status: bool, member: bool) -> &'static str {
     match (status, member) {
         (false, false) => dialect.pick(ALL_STATUSES_PAGE_SQLITE, ALL_STATUSES_PAGE_POSTGRES),
