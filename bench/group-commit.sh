@@ -43,8 +43,10 @@ paired() { # KIND LABEL TARGET SCENARIO ARGS... -> one line
   echo "$pairs" | tr ' ' '\n' | grep . | awk -F/ -v label="$label" -v kind="$kind" -v target="$target" '
     function median(v, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
                                        return v[int((n + 1) / 2)] }
+    $1 == "" || $2 + 0 == 0 { runs = runs " (a run or its anchor gave no figure)"; next }
     { n++; s[n] = $1; a[n] = $2; r[n] = $1 / $2; runs = runs sprintf(" %.0f/%.0f=%.2f", $1, $2, $1 / $2) }
-    END { ms = median(s, n); ma = median(a, n)
+    END { if (n == 0) { printf "%s no figure (see /tmp/group-commit-bench.log)\n", label; exit }
+          ms = median(s, n); ma = median(a, n)
           printf "%s %.0f orders/s   raw %s anchor %.0f tps   ratio %.2f (median of the pairs; target >= %s)\n   pairs (orders/s / anchor tps):%s; ratio of the medians %.2f\n",
                  label, ms, kind, ma, median(r, n), target, runs, ms / ma }'
 }
