@@ -123,6 +123,21 @@ fn cases(dialect: Dialect) -> AppResult<Vec<Case>> {
     Ok(cases)
 }
 
+/// Bind `values` to a query of either backend.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                Value::Time(t) => query.bind(*t),
+                Value::Int(i) => query.bind(*i),
+                Value::Text(s) => query.bind(s.clone()),
+            };
+        }
+        query
+    }};
+}
+
 /// Explain every list statement of the back office on this database. PostgreSQL runs each
 /// (`EXPLAIN ANALYZE`, with buffers: what a page reads); SQLite names the plan it would use
 /// (`EXPLAIN QUERY PLAN`, drawn as a tree like the `sqlite3` shell draws it).
@@ -132,14 +147,7 @@ pub async fn explain_lists(h: &mut impl Handle) -> AppResult<Vec<Plan>> {
         let lines = match h.raw() {
             Raw::Sqlite(c) => {
                 let sql = format!("EXPLAIN QUERY PLAN {}", case.sql);
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for value in &case.values {
-                    query = match value {
-                        Value::Time(t) => query.bind(*t),
-                        Value::Int(i) => query.bind(*i),
-                        Value::Text(s) => query.bind(s.clone()),
-                    };
-                }
+                let query = bind_values!(sqlx::query(sqlx::AssertSqlSafe(sql)), &case.values);
                 let mut nodes = Vec::new();
                 for row in query.fetch_all(c).await? {
                     nodes.push((
@@ -156,14 +164,10 @@ pub async fn explain_lists(h: &mut impl Handle) -> AppResult<Vec<Plan>> {
                     case.sql
                 );
                 // Unprepared, like the member pages: planned with the values.
-                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false);
-                for value in &case.values {
-                    query = match value {
-                        Value::Time(t) => query.bind(*t),
-                        Value::Int(i) => query.bind(*i),
-                        Value::Text(s) => query.bind(s.clone()),
-                    };
-                }
+                let query = bind_values!(
+                    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false),
+                    &case.values
+                );
                 let mut lines = Vec::new();
                 for row in query.fetch_all(c).await? {
                     lines.push(row.try_get::<String, _>(0)?);
