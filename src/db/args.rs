@@ -29,6 +29,26 @@ impl lite::Bind for Arg {
     }
 }
 
+/// Bind a run-time list of [`Arg`]s to an sqlx query of either backend.
+macro_rules! bind_args {
+    ($query:expr, $args:expr) => {{
+        let mut q = $query;
+        for arg in $args {
+            q = match arg {
+                $crate::db::Arg::I64(v) => q.bind(*v),
+                $crate::db::Arg::OptI64(v) => q.bind(*v),
+                $crate::db::Arg::Text(v) => q.bind(v.as_str()),
+                $crate::db::Arg::OptText(v) => q.bind(v.as_deref()),
+                $crate::db::Arg::Bool(v) => q.bind(*v),
+                $crate::db::Arg::Time(v) => q.bind(*v),
+                $crate::db::Arg::OptTime(v) => q.bind(*v),
+            };
+        }
+        q
+    }};
+}
+pub(crate) use bind_args;
+
 /// Execute `sql` with a run-time list of arguments; returns the rows affected.
 pub async fn execute_args(
     h: &mut impl Handle,
@@ -36,29 +56,12 @@ pub async fn execute_args(
     args: &[Arg],
 ) -> Result<u64, sqlx::Error> {
     h.settle().await?;
-    macro_rules! bind_all {
-        ($q:expr) => {{
-            let mut q = $q;
-            for arg in args {
-                q = match arg {
-                    Arg::I64(v) => q.bind(*v),
-                    Arg::OptI64(v) => q.bind(*v),
-                    Arg::Text(v) => q.bind(v.as_str()),
-                    Arg::OptText(v) => q.bind(v.as_deref()),
-                    Arg::Bool(v) => q.bind(*v),
-                    Arg::Time(v) => q.bind(*v),
-                    Arg::OptTime(v) => q.bind(*v),
-                };
-            }
-            q
-        }};
-    }
     match h.raw() {
-        Raw::Sqlite(c) => bind_all!(sqlx::query(sql))
+        Raw::Sqlite(c) => bind_args!(sqlx::query(sql), args)
             .execute(c)
             .await
             .map(|r| r.rows_affected()),
-        Raw::Postgres(c) => bind_all!(sqlx::query(sql))
+        Raw::Postgres(c) => bind_args!(sqlx::query(sql), args)
             .execute(c)
             .await
             .map(|r| r.rows_affected()),

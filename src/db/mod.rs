@@ -12,6 +12,7 @@ mod lite_vfs;
 mod macros;
 pub mod work;
 
+pub(crate) use args::bind_args;
 pub use args::{Arg, execute_args, multi_row};
 
 use committer::{Command, Committer, Target};

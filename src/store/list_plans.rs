@@ -8,23 +8,15 @@
 use chrono::{DateTime, TimeZone, Utc};
 use sqlx::Row;
 
-use crate::db::{Dialect, Handle, Raw};
+use crate::db::{Arg, Dialect, Handle, Raw, bind_args};
 use crate::error::{AppError, AppResult};
 use crate::store::admin::{MEMBERS_FTS_SQLITE, MEMBERS_LIKE, NameSearch, order_page_sql};
-
-/// A value bound to a statement being explained.
-#[derive(Clone, Debug)]
-enum Value {
-    Time(DateTime<Utc>),
-    Int(i64),
-    Text(String),
-}
 
 /// One statement to explain: a title, the statement, its values.
 struct Case {
     title: String,
     sql: &'static str,
-    values: Vec<Value>,
+    values: Vec<Arg>,
 }
 
 /// One explained statement: its title and its plan, line by line.
@@ -67,16 +59,16 @@ fn cases(dialect: Dialect) -> AppResult<Vec<Case>> {
     ] {
         for (window, from, upper, id) in windows {
             let mut values = vec![
-                Value::Time(from),
-                Value::Time(upper),
-                Value::Int(id),
-                Value::Int(PAGE),
+                Arg::Time(from),
+                Arg::Time(upper),
+                Arg::I64(id),
+                Arg::I64(PAGE),
             ];
             if member {
-                values.push(Value::Int(MEMBER));
+                values.push(Arg::I64(MEMBER));
             }
             if status {
-                values.push(Value::Text(STATUS.into()));
+                values.push(Arg::Text(STATUS.into()));
             }
             cases.push(Case {
                 title: format!("orders, filter {filter}, {window}"),
@@ -95,7 +87,7 @@ fn cases(dialect: Dialect) -> AppResult<Vec<Case>> {
             (Dialect::Sqlite, Some(phrase)) => (
                 MEMBERS_FTS_SQLITE,
                 "FTS5 trigram table, id order from the cursor",
-                vec![Value::Text(phrase.to_string())],
+                vec![Arg::Text(phrase.to_string())],
             ),
             (Dialect::Postgres, Some(_)) => (
                 MEMBERS_LIKE,
@@ -109,9 +101,9 @@ fn cases(dialect: Dialect) -> AppResult<Vec<Case>> {
             ),
         };
         let mut bound = vec![
-            Value::Int(0),
-            Value::Int(PAGE),
-            Value::Text(search.like_pattern().to_string()),
+            Arg::I64(0),
+            Arg::I64(PAGE),
+            Arg::Text(search.like_pattern().to_string()),
         ];
         bound.append(&mut values);
         cases.push(Case {
@@ -123,21 +115,6 @@ fn cases(dialect: Dialect) -> AppResult<Vec<Case>> {
     Ok(cases)
 }
 
-/// Bind `values` to a query of either backend.
-macro_rules! bind_values {
-    ($query:expr, $values:expr) => {{
-        let mut query = $query;
-        for value in $values {
-            query = match value {
-                Value::Time(t) => query.bind(*t),
-                Value::Int(i) => query.bind(*i),
-                Value::Text(s) => query.bind(s.clone()),
-            };
-        }
-        query
-    }};
-}
-
 /// Explain every list statement of the back office on this database. PostgreSQL runs each
 /// (`EXPLAIN ANALYZE`, with buffers: what a page reads); SQLite names the plan it would use
 /// (`EXPLAIN QUERY PLAN`, drawn as a tree like the `sqlite3` shell draws it).
@@ -147,7 +124,7 @@ pub async fn explain_lists(h: &mut impl Handle) -> AppResult<Vec<Plan>> {
         let lines = match h.raw() {
             Raw::Sqlite(c) => {
                 let sql = format!("EXPLAIN QUERY PLAN {}", case.sql);
-                let query = bind_values!(sqlx::query(sqlx::AssertSqlSafe(sql)), &case.values);
+                let query = bind_args!(sqlx::query(sqlx::AssertSqlSafe(sql)), &case.values);
                 let mut nodes = Vec::new();
                 for row in query.fetch_all(c).await? {
                     nodes.push((
@@ -164,7 +141,7 @@ pub async fn explain_lists(h: &mut impl Handle) -> AppResult<Vec<Plan>> {
                     case.sql
                 );
                 // Unprepared, like the member pages: planned with the values.
-                let query = bind_values!(
+                let query = bind_args!(
                     sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false),
                     &case.values
                 );
