@@ -31,24 +31,29 @@ echo "SQLite uniform-orders:   ${sqlite} orders/s   (raw rusqlite: ${sqlite_raw_
 # is that minute (on a shared 2-core machine single runs move by a quarter from minute to
 # minute); the ratio is each pair's, and the figure the median of the RUNS pairs' ratios. The
 # medians of the shopd runs and of the anchor runs are printed beside it.
-paired() { # KIND LABEL TARGET SCENARIO ARGS... -> one line
+paired() { # KIND LABEL TARGET SCENARIO ARGS... -> two lines
   local kind=$1 label=$2 target=$3 scenario=$4; shift 4
-  local pairs=""
+  local shopds="" anchors="" ratios="" pairs=""
   for _ in $(seq 1 "$RUNS"); do
     local anchor shopd
     anchor=$($ANCHORS/pgbench/run.sh "$kind" 32 10 2>/dev/null | sed -n 's/^tps //p')
     shopd=$(bench/run.sh postgres "$scenario" "$@" 2>/dev/null | tee -a /tmp/group-commit-bench.log | rate)
-    pairs="$pairs $shopd/$anchor"
+    if [ -z "$shopd" ] || [ -z "$anchor" ]; then
+      pairs="$pairs (a run or its anchor gave no figure)"
+      continue
+    fi
+    shopds="$shopds $shopd"; anchors="$anchors $anchor"
+    ratios="$ratios $(awk -v a="$shopd" -v b="$anchor" 'BEGIN{printf "%.2f", a/b}')"
+    pairs="$pairs $(awk -v a="$shopd" -v b="$anchor" 'BEGIN{printf "%.0f/%.0f=%.2f", a, b, a/b}')"
   done
-  echo "$pairs" | tr ' ' '\n' | grep . | awk -F/ -v label="$label" -v kind="$kind" -v target="$target" '
-    function median(v, n,   i, j, t) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }
-                                       return v[int((n + 1) / 2)] }
-    $1 == "" || $2 + 0 == 0 { runs = runs " (a run or its anchor gave no figure)"; next }
-    { n++; s[n] = $1; a[n] = $2; r[n] = $1 / $2; runs = runs sprintf(" %.0f/%.0f=%.2f", $1, $2, $1 / $2) }
-    END { if (n == 0) { printf "%s no figure (see /tmp/group-commit-bench.log)\n", label; exit }
-          ms = median(s, n); ma = median(a, n)
-          printf "%s %.0f orders/s   raw %s anchor %.0f tps   ratio %.2f (median of the pairs; target >= %s)\n   pairs (orders/s / anchor tps):%s; ratio of the medians %.2f\n",
-                 label, ms, kind, ma, median(r, n), target, runs, ms / ma }'
+  if [ -z "$ratios" ]; then
+    echo "$label no figure (see /tmp/group-commit-bench.log)"
+    return
+  fi
+  local ms ma
+  ms=$(echo $shopds | tr ' ' '\n' | median); ma=$(echo $anchors | tr ' ' '\n' | median)
+  echo "$label $(printf %.0f "$ms") orders/s   raw $kind anchor $(printf %.0f "$ma") tps   ratio $(echo $ratios | tr ' ' '\n' | median) (median of the pairs; target >= $target)"
+  echo "   pairs (orders/s / anchor tps):$pairs; ratio of the medians $(awk -v a="$ms" -v b="$ma" 'BEGIN{printf "%.2f", a/b}')"
 }
 paired random "PostgreSQL uniform-orders:" 1.0 uniform-orders --duration 10s
 # 40,000 members order once each: about 3 s of orders (8,000 took 0.6 s, mostly ramp-up).
