@@ -1213,3 +1213,71 @@ async fn a_panicking_command_fails_its_batch_not_the_committer(backend: Backend)
         .expect("later writes commit");
     assert_eq!(scratch_rows(&app).await, vec![2]);
 }
+
+/// A batch rewrites many members at once, before any old version can be pruned, and members
+/// created one after another share pages. `users` keeps half of each page free (migration
+/// 0018), so that every balance update of such a batch stays on its member's page — a HOT
+/// update, with no entry in any of the table's indexes (one is member search's trigram GIN).
+/// At 85 % most of a page's rows moved when one batch charged them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_charging_a_page_of_members_rewrites_each_in_place() {
+    let Some(app) = TestApp::spawn(Backend::Postgres).await else {
+        return;
+    };
+    let members = app.members_bulk(120).await;
+    let ids: Vec<i64> = members.iter().map(|(id, _)| *id).collect();
+    let pages = || async {
+        let mut conn = app.db.read().await.expect("read");
+        let rows: Vec<(i64, i64)> = shopd::sql_all!(
+            (i64, i64);
+            &mut conn,
+            "SELECT id, CAST((ctid::text::point)[0] AS BIGINT) FROM users ORDER BY id"
+        )
+        .expect("pages");
+        rows
+    };
+    let before = pages().await;
+    assert!(
+        before.iter().map(|(_, page)| page).max() > Some(&0),
+        "the members fill more than one page: {before:?}"
+    );
+    let charged = ids.clone();
+    app.db
+        .write(
+            Locks {
+                users: ids.clone(),
+                ..Locks::none()
+            },
+            async move |tx: &mut Tx| -> AppResult<()> {
+                let limits = shopd::domain::money::BalanceLimits::default();
+                for user_id in charged {
+                    let amount = shopd::domain::money::ChargeAmount::parse(1_000, &limits)
+                        .map_err(AppError::from)?;
+                    shopd::store::balance::charge(
+                        tx,
+                        shopd::store::balance::Charge {
+                            user_id,
+                            amount,
+                            max_balance: limits.max_balance,
+                            now: shopd::store::now(),
+                        },
+                    )
+                    .await?;
+                }
+                Ok(())
+            },
+        )
+        .await
+        .expect("charge every member in one batch");
+    let after = pages().await;
+    let moved: Vec<_> = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, a)| (b.0, b.1, a.1))
+        .collect();
+    assert!(moved.is_empty(), "rows moved to another page (id, from, to): {moved:?}");
+    for id in ids {
+        assert_eq!(app.balance_of(id).await, 1_000);
+    }
+}
