@@ -1276,7 +1276,10 @@ async fn a_batch_charging_a_page_of_members_rewrites_each_in_place() {
         .filter(|(b, a)| b != a)
         .map(|(b, a)| (b.0, b.1, a.1))
         .collect();
-    assert!(moved.is_empty(), "rows moved to another page (id, from, to): {moved:?}");
+    assert!(
+        moved.is_empty(),
+        "rows moved to another page (id, from, to): {moved:?}"
+    );
     for id in ids {
         assert_eq!(app.balance_of(id).await, 1_000);
     }
