@@ -42,9 +42,10 @@ paired() { # KIND LABEL TARGET SCENARIO ARGS... -> two lines
       pairs="$pairs (a run or its anchor gave no figure)"
       continue
     fi
-    shopds="$shopds $shopd"; anchors="$anchors $anchor"
-    ratios="$ratios $(awk -v a="$shopd" -v b="$anchor" 'BEGIN{printf "%.2f", a/b}')"
-    pairs="$pairs $(awk -v a="$shopd" -v b="$anchor" 'BEGIN{printf "%.0f/%.0f=%.2f", a, b, a/b}')"
+    local ratio
+    ratio=$(awk -v a="$shopd" -v b="$anchor" 'BEGIN{printf "%.2f", a/b}')
+    shopds="$shopds $shopd"; anchors="$anchors $anchor"; ratios="$ratios $ratio"
+    pairs="$pairs $(printf '%.0f/%.0f=%s' "$shopd" "$anchor" "$ratio")"
   done
   if [ -z "$ratios" ]; then
     echo "$label no figure (see /tmp/group-commit-bench.log)"

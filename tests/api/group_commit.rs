@@ -1250,9 +1250,9 @@ async fn a_batch_charging_a_page_of_members_rewrites_each_in_place() {
             },
             async move |tx: &mut Tx| -> AppResult<()> {
                 let limits = shopd::domain::money::BalanceLimits::default();
+                let amount = shopd::domain::money::ChargeAmount::parse(1_000, &limits)
+                    .map_err(AppError::from)?;
                 for user_id in charged {
-                    let amount = shopd::domain::money::ChargeAmount::parse(1_000, &limits)
-                        .map_err(AppError::from)?;
                     shopd::store::balance::charge(
                         tx,
                         shopd::store::balance::Charge {
